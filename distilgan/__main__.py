@@ -1,0 +1,3 @@
+from distilgan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""The black-box teacher interface and the spec-string registry.
+
+A teacher is anything that maps a batch of latent vectors and integer labels to images. distilgan
+never looks inside: it only needs ``z_dim``, ``num_classes``, ``resolution``, ``channels`` and
+:meth:`Teacher.generate`. Adapters (one per file in this package) turn ONNX graphs, TorchScript
+files, Python callables, NVIDIA StyleGAN2-ADA pickles and distilgan checkpoints into teachers.
+
+Spec strings choose the adapter: ``onnx:PATH``, ``torchscript:PATH``, ``python:MODULE:CALLABLE``,
+``stylegan2-ada:PKL``, ``distilgan:DIR`` (a checkpoint folder), ``builtin:NAME``; a bare path is
+guessed from its suffix (``.onnx``, ``.pt``/``.ts``, ``.pkl``, a folder with ``config.json``).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from distilgan.errors import UserError
+
+# scheme -> "module:function" building a Teacher from (location, options)
+ADAPTERS: dict[str, str] = {
+    "onnx": "distilgan.teachers.onnx:load",
+    "torchscript": "distilgan.teachers.torchscript:load",
+    "python": "distilgan.teachers.python_callable:load",
+    "stylegan2-ada": "distilgan.teachers.stylegan2_ada:load",
+    "distilgan": "distilgan.teachers.checkpoint:load",
+    "builtin": "distilgan.teachers.builtin:load",
+}
+
+
+class Teacher(abc.ABC):
+    """A class-conditional generator seen as a black box.
+
+    Subclasses set the attributes and implement :meth:`_generate`; callers use :meth:`generate`,
+    which checks shapes and ranges so a misbehaving teacher fails with a clear message instead of
+    poisoning a distillation set.
+    """
+
+    spec: str = ""
+    z_dim: int
+    num_classes: int
+    resolution: int
+    channels: int = 3
+    class_names: list[str] | None = None
+    #: (low, high) of the teacher's own output; mapped linearly to [-1, 1].
+    output_range: tuple[float, float] = (-1.0, 1.0)
+    #: True when the adapter applies ``truncation`` itself (StyleGAN's psi in w space);
+    #: otherwise the sampler truncates z (truncated normal) before calling the teacher.
+    native_truncation: bool = False
+    truncation: float | None = None
+
+    @abc.abstractmethod
+    def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """float32 z (N, z_dim), int64 labels (N,) -> NCHW images in ``output_range``."""
+
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """sha256 of the weights (file or folder) so a manifest pins the exact teacher."""
+
+    def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """float32 z (N, z_dim), int64 labels (N,) -> float32 NCHW images in [-1, 1]."""
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise UserError(f"z has shape {tuple(z.shape)}, teacher expects (N, {self.z_dim})")
+        if labels.shape != (z.shape[0],):
+            raise UserError(f"labels have shape {tuple(labels.shape)}, expected ({z.shape[0]},)")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise UserError(
+                f"label {int(labels.max() if labels.max() >= self.num_classes else labels.min())} is outside "
+                f"the teacher's classes 0..{self.num_classes - 1}"
+            )
+        out = np.asarray(self._generate(z, labels), dtype=np.float32)
+        expected = (z.shape[0], self.channels, self.resolution, self.resolution)
+        if out.shape != expected:
+            raise UserError(
+                f"teacher {self.spec} returned images of shape {tuple(out.shape)}, expected {expected} "
+                "(NCHW); check --resolution/--channels or the teacher's output"
+            )
+        return normalize_range(out, self.output_range, self.spec)
+
+    def describe(self) -> dict[str, Any]:
+        """What a manifest or protocol records about this teacher."""
+        return {
+            "spec": self.spec,
+            "fingerprint": self.fingerprint(),
+            "z_dim": self.z_dim,
+            "num_classes": self.num_classes,
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "class_names": self.class_names,
+            "output_range": list(self.output_range),
+            "truncation": self.truncation,
+            "native_truncation": self.native_truncation,
+        }
+
+
+# A small slack for resampling ringing and float error before we call an output out of range.
+RANGE_TOLERANCE = 0.05
+
+
+def normalize_range(images: np.ndarray, output_range: Sequence[float], spec: str = "") -> np.ndarray:
+    """Map ``output_range`` linearly to [-1, 1] and reject outputs far outside it."""
+    low, high = float(output_range[0]), float(output_range[1])
+    if not high > low:
+        raise UserError(f"output range ({low}, {high}) is empty; give --output-range LOW HIGH with LOW < HIGH")
+    if not np.isfinite(images).all():
+        raise UserError(f"teacher {spec} returned NaN or infinite pixels")
+    span = high - low
+    lo_seen, hi_seen = float(images.min(initial=low)), float(images.max(initial=high))
+    if lo_seen < low - RANGE_TOLERANCE * span or hi_seen > high + RANGE_TOLERANCE * span:
+        raise UserError(
+            f"teacher {spec} returned pixels in [{lo_seen:.3g}, {hi_seen:.3g}], outside its declared range "
+            f"[{low:g}, {high:g}]; give the right --output-range (e.g. 0 1 or 0 255)"
+        )
+    if (low, high) == (-1.0, 1.0):
+        return images
+    return (images - low) * (2.0 / span) - 1.0
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``scheme:location``; guess the scheme of a bare path from what it is."""
+    if not spec:
+        raise UserError("empty teacher spec; give e.g. onnx:model.onnx or builtin:toy")
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in ADAPTERS:
+        return scheme, rest
+    if sep and len(scheme) > 1 and not Path(spec).exists():
+        known = ", ".join(f"{name}:" for name in ADAPTERS)
+        raise UserError(f"unknown teacher scheme '{scheme}:' in '{spec}'; use one of {known}")
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if path.is_dir() and (path / "config.json").exists():
+        return "distilgan", spec
+    if suffix == ".onnx":
+        return "onnx", spec
+    if suffix in {".pt", ".ts", ".pth", ".jit"}:
+        return "torchscript", spec
+    if suffix == ".pkl":
+        return "stylegan2-ada", spec
+    known = ", ".join(f"{name}:" for name in ADAPTERS)
+    raise UserError(f"cannot tell what kind of teacher '{spec}' is; prefix it with one of {known}")
+
+
+def load_teacher(spec: str, **options: Any) -> Teacher:
+    """Build a teacher from a spec string.
+
+    Options understood by every adapter: ``device`` ("cpu"/"cuda"), ``output_range`` (low, high),
+    ``truncation`` (float or None). Adapter-specific options (ONNX input names, StyleGAN noise
+    mode, ...) are documented in each adapter; unknown ones raise :class:`UserError`.
+    """
+    scheme, location = parse_spec(spec)
+    module_name, func_name = ADAPTERS[scheme].split(":")
+    loader: Callable[..., Teacher] = getattr(importlib.import_module(module_name), func_name)
+    teacher = loader(location, **options)
+    teacher.spec = f"{scheme}:{location}"
+    return teacher
+
+
+def require_file(path: str, what: str = "teacher file") -> Path:
+    """Existing file or a one-line error naming it."""
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise UserError(f"{what} not found: {path} (check the path)")
+    if not resolved.is_file():
+        raise UserError(f"{what} is not a file: {path}")
+    return resolved

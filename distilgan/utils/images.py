@@ -1,0 +1,63 @@
+"""The one mapping between float images in [-1, 1] and uint8, and PNG grids.
+
+Quantisation (documented in the README): ``u = clamp(round((x + 1) * 127.5), 0, 255)``, with
+round-half-to-even as numpy and torch do; the inverse used for training is ``x = u / 127.5 - 1``.
+Never a per-image min-max rescale: that changes the colours the teacher produced.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+
+def float_to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] float (any layout) -> uint8, same layout."""
+    scaled = (np.asarray(images, dtype=np.float32) + 1.0) * 127.5
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def uint8_to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 (any layout) -> float32 in [-1, 1], same layout."""
+    return np.asarray(images, dtype=np.float32) / 127.5 - 1.0
+
+
+def nchw_to_nhwc(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(images, (0, 2, 3, 1)))
+
+
+def nhwc_to_nchw(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
+    """Tile uint8 NHWC images into one HWC image, ``nrow`` images per row."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError("make_grid expects uint8 NHWC images")
+    n, h, w, c = images.shape
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    ncol = int(math.ceil(n / nrow))
+    grid = np.full((ncol * (h + padding) + padding, nrow * (w + padding) + padding, c), pad_value, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Save one uint8 HWC image (C = 1 or 3) as PNG, atomically."""
+    from PIL import Image
+
+    from distilgan.utils.atomic import atomic_path
+
+    array = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None) -> None:
+    save_png(make_grid(images, nrow=nrow), path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from typing import Sequence
 
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distilgan {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"distilgan.commands.{name}").add_parser(subparsers)
+        module_name = f"distilgan.commands.{name}"
+        if importlib.util.find_spec(module_name) is None:  # command not built yet
+            continue
+        importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
@@ -57,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"distilgan: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        # `distilgan info CKPT | head`: the reader went away; not an error of ours.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("distilgan: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,154 @@
+"""The user-facing API: load a trained student and make images.
+
+    from distilgan import StudentGenerator
+    g = StudentGenerator.from_pretrained("runs/cifar10/generator", device="cpu")
+    images = g.generate(["cat", "dog", 3], seed=0)            # list of PIL images
+    array = g.generate(["cat"] * 8, seed=1, output="np")      # uint8 (8, H, W, C)
+
+z comes from ``distilgan.utils.noise`` seeded by ``seed`` alone and is drawn for the whole label
+list at once, so the same (labels, seed, truncation) gives the same images whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from distilgan.errors import UserError
+from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+from distilgan.utils.noise import rng, sample_z
+
+OUTPUTS = ("pil", "np", "pt")
+
+
+class StudentGenerator:
+    """A class-conditional generator in eval mode with label-name lookup and seeded sampling."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        for attribute in ("z_dim", "num_classes", "resolution", "channels"):
+            if not hasattr(model, attribute):
+                raise UserError(f"{type(model).__name__} is not a generator (it has no {attribute}); load a generator checkpoint")
+        self.model = model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike, device: Any = "cpu") -> "StudentGenerator":
+        from distilgan.models import load_pretrained
+
+        return cls(load_pretrained(name_or_dir, device=device))
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.model.z_dim)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.model.resolution)
+
+    @property
+    def channels(self) -> int:
+        return int(self.model.channels)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The checkpoint's class names, or "0", "1", ... when it was saved without names."""
+        names = getattr(self.model, "class_names", None)
+        return list(names) if names else [str(i) for i in range(self.num_classes)]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def label_indices(self, labels: Sequence[int | str] | int | str) -> np.ndarray:
+        """Class names or indices (ints or digit strings) -> int64 indices, checked against the model."""
+        if isinstance(labels, (int, str, np.integer)):
+            labels = [labels]
+        names = self.class_names
+        by_name = {name: i for i, name in enumerate(names)}
+        indices = []
+        for label in labels:
+            if isinstance(label, str) and label in by_name:
+                indices.append(by_name[label])
+                continue
+            try:
+                index = int(label)
+                if isinstance(label, (float, np.floating)) and index != label:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise UserError(f"unknown class '{label}' (this model's classes: {', '.join(names)})") from None
+            if not 0 <= index < self.num_classes:
+                raise UserError(f"class index {index} is outside 0..{self.num_classes - 1} (classes: {', '.join(names)})")
+            indices.append(index)
+        if not indices:
+            raise UserError("no labels given (pass at least one class name or index)")
+        return np.asarray(indices, dtype=np.int64)
+
+    def sample(
+        self,
+        labels: Sequence[int | str] | int | str,
+        seed: int = 0,
+        truncation: float | None = None,
+        batch_size: int = 256,
+        progress: bool = False,
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """-> (float NCHW images in [-1, 1] on the model's device, int64 labels, float32 z)."""
+        from tqdm import tqdm
+
+        indices = self.label_indices(labels)
+        if truncation is not None and not truncation > 0:
+            raise UserError(f"truncation must be > 0, got {truncation} (it is the |z| threshold of a truncated normal)")
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        z = sample_z(rng(seed), len(indices), self.z_dim, truncation)
+        device = self.device
+        chunks = []
+        steps = range(0, len(indices), batch_size)
+        with torch.inference_mode():
+            for start in tqdm(steps, desc="generate", unit="batch", disable=not progress or len(steps) < 2):
+                z_batch = torch.from_numpy(z[start : start + batch_size]).to(device)
+                label_batch = torch.from_numpy(indices[start : start + batch_size]).to(device)
+                chunks.append(self.model(z_batch, label_batch).float())
+        return torch.cat(chunks), indices, z
+
+    def generate(
+        self,
+        labels: Sequence[int | str] | int | str,
+        seed: int = 0,
+        truncation: float | None = None,
+        output: str = "pil",
+        batch_size: int = 256,
+    ) -> Any:
+        """One image per label. output: "pil" (list of PIL images), "np" (uint8 NHWC array) or
+        "pt" (float NCHW tensor in [-1, 1], on the model's device)."""
+        if output not in OUTPUTS:
+            raise UserError(f"unknown output '{output}' (use one of {', '.join(OUTPUTS)})")
+        images, _, _ = self.sample(labels, seed=seed, truncation=truncation, batch_size=batch_size)
+        if output == "pt":
+            return images
+        array = to_uint8_nhwc(images)
+        if output == "np":
+            return array
+        return to_pil(array)
+
+    def __repr__(self) -> str:
+        return (
+            f"StudentGenerator({type(self.model).__name__}, {self.resolution}x{self.resolution}x{self.channels}, "
+            f"{self.num_classes} classes, z_dim={self.z_dim}, device={self.device})"
+        )
+
+
+def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
+    """Float NCHW [-1, 1] tensor -> uint8 NHWC array via the project's one quantisation."""
+    return nchw_to_nhwc(float_to_uint8(images.detach().cpu().numpy()))
+
+
+def to_pil(array: np.ndarray) -> list:
+    from PIL import Image
+
+    return [Image.fromarray(image[..., 0] if image.shape[2] == 1 else image) for image in array]

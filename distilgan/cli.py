@@ -32,6 +32,7 @@ COMMANDS = (
     "stats",
     "eval",
     "tsne",
+    "serve",
 )
 
 

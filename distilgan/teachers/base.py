@@ -52,6 +52,8 @@ class Teacher(abc.ABC):
     #: otherwise the sampler truncates z (truncated normal) before calling the teacher.
     native_truncation: bool = False
     truncation: float | None = None
+    #: Clip raw outputs to ``output_range`` before the range check (NVIDIA's generate.py does).
+    clamp: bool = False
 
     @abc.abstractmethod
     def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:

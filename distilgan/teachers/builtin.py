@@ -21,7 +21,7 @@ import numpy as np
 
 from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher
-from distilgan.teachers.python_callable import apply_common, take_options
+from distilgan.teachers.adapter import apply_common, take_options
 
 TOY_VERSION = 1  # bump when the pictures change: it is part of the fingerprint
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

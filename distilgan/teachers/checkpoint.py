@@ -15,7 +15,7 @@ from typing import Any
 
 from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher
-from distilgan.teachers.python_callable import (
+from distilgan.teachers.adapter import (
     CallableTeacher,
     apply_common,
     take_options,

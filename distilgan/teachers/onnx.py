@@ -25,7 +25,7 @@ import numpy as np
 
 from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher, require_file
-from distilgan.teachers.python_callable import apply_common, finish_output, pick, take_options
+from distilgan.teachers.adapter import apply_common, finish_output, pick, take_options
 from distilgan.utils.hashing import sha256_file
 
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}

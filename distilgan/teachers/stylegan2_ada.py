@@ -23,7 +23,7 @@ import numpy as np
 
 from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher, require_file
-from distilgan.teachers.python_callable import (
+from distilgan.teachers.adapter import (
     apply_common,
     finish_output,
     module_fingerprint,

@@ -13,7 +13,7 @@ from typing import Any
 
 from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher, require_file
-from distilgan.teachers.python_callable import CallableTeacher, fill_metadata, take_options, torch_device
+from distilgan.teachers.adapter import CallableTeacher, fill_metadata, take_options, torch_device
 from distilgan.utils.hashing import sha256_file
 
 

@@ -21,22 +21,25 @@ has the same index in ``train`` and ``test``. Sources without split folders only
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import threading
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from distilgan.data.image_files import (
+    IMAGE_EXTENSIONS,
+    SPLIT_FOLDERS,
+    FolderFiles,
+    ZipFiles,
+    decode_images,
+    is_image,
+    strip_wrapper,
+)
 from distilgan.errors import UserError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-SPLIT_FOLDERS = ("train", "test", "val", "valid", "validation")
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 class ImageDataset:
@@ -167,132 +170,6 @@ class ImageDataset:
         return index
 
 
-# --- file access: one interface for folders and zips ------------------------------------------
-
-
-class _FolderFiles:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def names(self) -> list[str]:
-        found = []
-        for folder, dirs, files in os.walk(self.root):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            rel = Path(folder).relative_to(self.root)
-            found += [(rel / f).as_posix() for f in files if not f.startswith(".")]
-        return sorted(found)
-
-    def read(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
-
-    def where(self, name: str) -> str:
-        return str(self.root / name)
-
-
-class _ZipFiles:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()  # one ZipFile handle per decoding thread
-
-    def _zip(self) -> zipfile.ZipFile:
-        if not hasattr(self._local, "zip"):
-            self._local.zip = zipfile.ZipFile(self.path)
-        return self._local.zip
-
-    def names(self) -> list[str]:
-        try:
-            infos = self._zip().infolist()
-        except (zipfile.BadZipFile, OSError) as err:
-            raise UserError(f"cannot open zip {self.path}: {err} (the file is corrupt or not a zip)") from None
-        skip = lambda n: n.startswith("__MACOSX/") or any(p.startswith(".") for p in n.split("/"))  # noqa: E731
-        return sorted(i.filename for i in infos if not i.is_dir() and not skip(i.filename))
-
-    def read(self, name: str) -> bytes:
-        return self._zip().read(name)
-
-    def close(self) -> None:  # worker threads' handles close when their threads end
-        if hasattr(self._local, "zip"):
-            self._local.zip.close()
-
-    def where(self, name: str) -> str:
-        return f"{self.path}:{name}"
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _strip_wrapper(names: list[str], min_depth: int) -> str:
-    """Common wrapping folders to skip (e.g. a zip of ``data/``) while every name keeps ``min_depth`` parts."""
-    prefix: list[str] = []
-    parts = [n.split("/") for n in names]
-    while parts and all(len(p) > len(prefix) + min_depth for p in parts):
-        head = {p[len(prefix)] for p in parts}
-        if len(head) != 1 or next(iter(head)) in SPLIT_FOLDERS:
-            break
-        prefix.append(head.pop())
-    return "/".join(prefix) + "/" if prefix else ""
-
-
-# --- decoding ---------------------------------------------------------------------------------
-
-
-def _default_workers() -> int:
-    # Small images are dominated by per-file Python work that holds the GIL; measured on 2 cores, two
-    # threads were slower than one, so use half the cores (at most 8) and decode in-line on 1-2 cores.
-    return max(1, min(8, (os.cpu_count() or 1) // 2))
-
-
-def _decode_images(files, names: list[str], workers: int | None, desc: str) -> np.ndarray:
-    """Decode every named file to one uint8 NHWC array (RGB, or 1 channel if all are grayscale)."""
-    from PIL import Image
-    from tqdm import tqdm
-
-    def decode(name: str) -> tuple[np.ndarray, bool]:
-        try:
-            with Image.open(io.BytesIO(files.read(name))) as image:
-                gray = image.mode in _GRAY_MODES
-                return np.asarray(image.convert("L" if gray else "RGB")), gray
-        except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, Image.DecompressionBombError) as err:
-            raise UserError(f"cannot decode image {files.where(name)}: {err} (remove or replace the file)") from None
-
-    first, _ = decode(names[0])
-    height, width = first.shape[:2]
-    out = np.empty((len(names), height, width, 3), dtype=np.uint8)
-    gray = np.zeros(len(names), dtype=bool)
-
-    def decode_chunk(start: int, stop: int) -> int:
-        for i in range(start, stop):
-            array, gray[i] = decode(names[i])
-            if array.shape[:2] != (height, width):
-                raise UserError(
-                    f"image {files.where(names[i])} is {array.shape[1]}x{array.shape[0]} but {files.where(names[0])} is "
-                    f"{width}x{height} (all images must share one size; resize them first)"
-                )
-            out[i] = array[..., None] if gray[i] else array  # gray broadcasts to 3 equal channels
-        return stop - start
-
-    chunk = 1000
-    bounds = [(s, min(s + chunk, len(names))) for s in range(0, len(names), chunk)]
-    workers = workers or _default_workers()
-    with tqdm(total=len(names), desc=desc, unit="img", disable=len(names) < 2000) as bar:
-        if workers == 1:
-            for start, stop in bounds:
-                bar.update(decode_chunk(start, stop))
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                futures = [pool.submit(decode_chunk, *b) for b in bounds]
-                try:
-                    for future in futures:
-                        bar.update(future.result())
-                except BaseException:  # a bad file: stop the queued chunks instead of decoding them all
-                    for future in futures:
-                        future.cancel()
-                    raise
-    # Same rule as Pillow's convert("RGB") of an L image (channel copies), so mixed sets stay exact.
-    return np.ascontiguousarray(out[..., :1]) if gray.all() else out
-
-
 # --- readers ----------------------------------------------------------------------------------
 
 
@@ -308,7 +185,7 @@ def _read_stylegan(files, names: list[str], json_name: str, split: str, source: 
         meta = json.loads(files.read(json_name))
     except (ValueError, UnicodeDecodeError) as err:
         raise UserError(f"{files.where(json_name)} is not valid JSON: {err} (rewrite it with dataset_tool.py)") from None
-    images = [n for n in names if n.startswith(prefix) and _is_image(n)]
+    images = [n for n in names if n.startswith(prefix) and is_image(n)]
     if not images:
         raise UserError(f"{source} has a dataset.json but no images ({', '.join(IMAGE_EXTENSIONS)})")
     raw = meta.get("labels") if isinstance(meta, dict) else None
@@ -325,15 +202,15 @@ def _read_stylegan(files, names: list[str], json_name: str, split: str, source: 
             raise UserError(f"{files.where(missing[0])} has no label in dataset.json ({len(missing)} unlabeled images; add them or remove the files)")
         labels = np.array([table[n[len(prefix):]] for n in images], dtype=np.int64)
         class_names = meta.get("class_names") or [str(i) for i in range(int(labels.max()) + 1)]
-    array = _decode_images(files, images, workers, desc=Path(source).name)
+    array = decode_images(files, images, workers, desc=Path(source).name)
     return ImageDataset(array, labels, class_names, source, split, "stylegan2-ada", {"labeled": raw is not None})
 
 
 def _read_class_tree(files, names: list[str], split: str, source: str, workers: int | None) -> ImageDataset:
-    images = [n for n in names if _is_image(n)]
+    images = [n for n in names if is_image(n)]
     if not images:
         raise UserError(f"{source} has no images ({', '.join(IMAGE_EXTENSIONS)}) (check the path)")
-    prefix = _strip_wrapper(images, min_depth=2 if any(n.count("/") for n in images) else 1)
+    prefix = strip_wrapper(images, min_depth=2 if any(n.count("/") for n in images) else 1)
     parts = [n[len(prefix):].split("/") for n in images]
     if all(len(p) >= 3 and p[0] in SPLIT_FOLDERS for p in parts):
         splits = sorted({p[0] for p in parts})
@@ -355,7 +232,7 @@ def _read_class_tree(files, names: list[str], split: str, source: str, workers: 
         raise UserError(f"image {files.where(stray)} is outside a class folder (move it into ROOT/<class>/)")
     index = {name: i for i, name in enumerate(class_names)}
     labels = np.array([index[c] for _, c in chosen], dtype=np.int64)
-    array = _decode_images(files, [n for n, _ in chosen], workers, desc=f"{Path(source).name} {split}")
+    array = decode_images(files, [n for n, _ in chosen], workers, desc=f"{Path(source).name} {split}")
     return ImageDataset(array, labels, class_names, source, split, layout)
 
 
@@ -451,12 +328,12 @@ def open_dataset(
         images, labels, names, info = cifar10.read_cifar10(location, split, verify_md5=verify_md5)
         return ImageDataset(images, labels, names, str(path.resolve()), split, "cifar10-python", info)
     if path.is_dir():
-        return _read_image_source(_FolderFiles(path), split, str(path.resolve()), workers)
+        return _read_image_source(FolderFiles(path), split, str(path.resolve()), workers)
     suffix = path.name.lower()
     if suffix.endswith(".npz"):
         return _read_npz(path, split)
     if suffix.endswith(".zip"):
-        archive = _ZipFiles(path)
+        archive = ZipFiles(path)
         try:
             return _read_image_source(archive, split, str(path.resolve()), workers)
         finally:

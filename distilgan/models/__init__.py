@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from distilgan.errors import UserError
+from distilgan.models.biggan import BigGANDiscriminator, BigGANGenerator
 from distilgan.models.pretrained import (
     PretrainedMixin,
     builtin_names,
@@ -18,6 +19,8 @@ from distilgan.models.student import DiStyleGANDiscriminator, DiStyleGANGenerato
 ARCHITECTURES: dict[str, type[PretrainedMixin]] = {
     "DiStyleGANGenerator": DiStyleGANGenerator,
     "DiStyleGANDiscriminator": DiStyleGANDiscriminator,
+    "BigGANGenerator": BigGANGenerator,
+    "BigGANDiscriminator": BigGANDiscriminator,
 }
 
 
@@ -34,6 +37,8 @@ def load_pretrained(name_or_dir: str | os.PathLike, device: Any = "cpu") -> Any:
 
 __all__ = [
     "ARCHITECTURES",
+    "BigGANDiscriminator",
+    "BigGANGenerator",
     "DiStyleGANDiscriminator",
     "DiStyleGANGenerator",
     "PretrainedMixin",

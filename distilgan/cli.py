@@ -33,6 +33,12 @@ COMMANDS = (
     "eval",
     "tsne",
     "serve",
+    "export",
+    "qat",
+    "prune",
+    "bench",
+    "train_classifier",
+    "calibrate",
 )
 
 

@@ -1,0 +1,154 @@
+"""``distilgan serve``: a local web page and JSON API that generate images with a trained student.
+
+The model is loaded once at start-up (once per worker process with --workers N). SIGINT/SIGTERM
+stop accepting connections, let in-flight requests finish (up to --graceful-timeout seconds) and
+exit 0. The listening socket is bound here before uvicorn starts, so a busy port is a one-line
+error and ``--port 0`` picks a free port (printed in the "serving on" line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+
+from distilgan.errors import UserError
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a web page and JSON API that generate images",
+        description=(
+            "Serve a trained student over HTTP: a page at / to pick classes and download images, "
+            "POST /generate (JSON in, a PNG grid or base64 PNGs out), GET /health, GET /model, and the "
+            "API schema at /openapi.json with a local docs page at /docs. The model is loaded once at "
+            "start-up; Ctrl+C or SIGTERM finishes in-flight requests before exiting."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (config.json + model.safetensors) or built-in name")
+    source.add_argument("--model", metavar="DIR", help="model folder (same as --checkpoint; exported models for other backends later)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "openvino"), help="inference backend (default torch; openvino is not available yet)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--max-count", type=int, default=64, metavar="N", help="most images one request may ask for (default 64)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of the model (default 1)")
+    parser.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S", help="seconds in-flight requests get to finish on shutdown (default 30)")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="server log level (default info)")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    parser.set_defaults(func=run)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket (IPv4, or IPv6 when host contains ':'), or a one-line UserError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        hint = "pick another with --port, or stop the other server" if err.errno in (98, 48) else "check --host"
+        raise UserError(f"cannot listen on {host}:{port}: {err.strerror or err} ({hint})") from None
+    sock.listen(2048)  # connections queue from now on, so "serving on" is true when printed
+    sock.set_inheritable(True)
+    return sock
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_count < 1:
+        raise UserError(f"--max-count must be >= 1, got {args.max_count}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.graceful_timeout <= 0:
+        raise UserError(f"--graceful-timeout must be > 0, got {args.graceful_timeout}")
+    if args.workers > 1 and args.device != "cpu":
+        raise UserError("--workers > 1 runs one model copy per process; use it with --device cpu (one process per GPU is enough)")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    try:
+        import uvicorn
+
+        from distilgan.serve.app import SETTINGS_ENV, create_app
+        from distilgan.serve.backend import load_backend
+    except ImportError as err:
+        raise UserError(f"distilgan serve needs FastAPI and uvicorn ({err}; pip install fastapi uvicorn)") from None
+
+    checkpoint = args.checkpoint or args.model
+    backend = load_backend(args.backend, checkpoint, device=args.device)
+    sock = bind_socket(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    config_options = {
+        "log_level": args.log_level,
+        "access_log": not args.no_access_log,
+        "timeout_graceful_shutdown": args.graceful_timeout,
+        "lifespan": "off",
+    }
+    facts = backend.describe()
+    classes = ", ".join(backend.class_names[:10]) + (" ..." if backend.num_classes > 10 else "")
+    print(
+        f"distilgan serve: {facts.get('architecture', 'model')} {backend.resolution}x{backend.resolution} "
+        f"({backend.num_classes} classes: {classes}) with {backend.name} on {facts.get('device', args.device)}, "
+        f"{args.workers} worker(s), at most {args.max_count} images per request\n"
+        f"serving on http://{shown_host}:{port} (page /, API docs /docs); Ctrl+C to stop",
+        flush=True,
+    )
+
+    if args.workers == 1:
+        app = create_app(backend, max_count=args.max_count)
+        server = _graceful_server(uvicorn.Config(app, **config_options))
+        server.run(sockets=[sock])
+        stopped = f" by {signal.Signals(server.stop_signal).name}" if server.stop_signal else ""
+        served = app.state.service.requests_served
+        print(f"distilgan serve: stopped{stopped} after {served} generate request(s)", flush=True)
+        return 0 if server.started else 1
+
+    # Several processes: each loads the model itself from the settings in the environment.
+    from uvicorn.supervisors import Multiprocess
+
+    del backend
+    os.environ[SETTINGS_ENV] = json.dumps(
+        {
+            "checkpoint": str(checkpoint),
+            "backend": args.backend,
+            "device": args.device,
+            "max_count": args.max_count,
+            "threads": max(1, (os.cpu_count() or 1) // args.workers),  # no oversubscription
+        }
+    )
+    config = uvicorn.Config("distilgan.serve.app:app_from_env", factory=True, workers=args.workers, **config_options)
+    Multiprocess(config, sockets=[sock]).run()
+    print("distilgan serve: stopped", flush=True)
+    return 0
+
+
+def _graceful_server(config: object) -> object:
+    """uvicorn's server, minus re-raising the stop signal after its graceful shutdown, so that
+    SIGTERM/SIGINT end ``distilgan serve`` with exit code 0 and a last line."""
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        stop_signal: int | None = None
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            self.stop_signal = sig
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+    return GracefulServer(config)  # type: ignore[arg-type]
+
+
+__all__ = ["add_parser", "bind_socket", "run"]

@@ -1,0 +1,354 @@
+"""The FastAPI app: ``POST /generate``, ``GET /health``, ``GET /model``, the page and its docs.
+
+Concurrency: one model behind a lock. Requests are handled on Starlette's thread pool; each takes
+the lock only for noise + forward pass + quantisation, and encodes its PNGs outside it. Why not a
+batching worker that merges concurrent requests: on CPU one forward pass already uses every core
+(torch intra-op threads), a request already carries up to --max-count images, and a lock keeps each
+response's bytes independent of what else was in flight. Scale out with ``--workers`` (processes).
+
+Limits: the body is read by ``BodyLimit`` before anything parses it (> 64 KiB -> 413); fields are
+validated strictly (unknown fields, wrong types, out-of-range values -> 422); every error is
+``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from distilgan import __version__
+from distilgan.errors import UserError
+from distilgan.serve.backend import Backend
+from distilgan.serve.schemas import (
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    HealthResponse,
+    ModelResponse,
+    describe_validation_errors,
+)
+from distilgan.utils.images import make_grid
+from distilgan.utils.noise import balanced_labels, rng, sample_z
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_MAX_COUNT = 64
+SETTINGS_ENV = "DISTILGAN_SERVE_SETTINGS"  # how --workers N hands its settings to worker processes
+# The page loads nothing from elsewhere; the policy makes the browser enforce that.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+}
+ENDPOINTS = "GET / (page), GET /health, GET /model, POST /generate, GET /openapi.json, GET /docs"
+
+
+class ApiError(Exception):
+    """A request the server understood but will not do; answered as {"error": message}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: read the whole request body first and refuse it (413) past ``max_bytes``,
+    whether announced by Content-Length or streamed in chunks."""
+
+    def __init__(self, app: Callable, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _refuse(self, scope: dict, receive: Callable, send: Callable, status: int, message: str) -> None:
+        await error_response(status, message, headers={"Connection": "close"})(scope, receive, send)
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = f"request body is larger than {self.max_bytes // 1024} KiB (send fewer labels; the limit is {self.max_bytes} bytes)"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await self._refuse(scope, receive, send, 400, "Content-Length header is not a number")
+            if int(length) > self.max_bytes:
+                return await self._refuse(scope, receive, send, 413, too_big)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await self._refuse(scope, receive, send, 413, too_big)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, delivered = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+@dataclass
+class Generated:
+    images: np.ndarray  # uint8 NHWC
+    labels: np.ndarray  # int64
+    seed: int
+    nrow: int
+    generation_ms: float
+    queue_ms: float
+
+
+def resolve_labels(labels: Sequence[int | str], class_names: Sequence[str]) -> np.ndarray:
+    """Ints are class indices, strings class names (or digit strings); -> int64 indices."""
+    by_name = {name: index for index, name in enumerate(class_names)}
+    shown = ", ".join(class_names[:20]) + (" ..." if len(class_names) > 20 else "")
+    indices = []
+    for position, label in enumerate(labels):
+        if isinstance(label, str):
+            if label in by_name:
+                indices.append(by_name[label])
+                continue
+            if not label.isdigit():
+                raise ApiError(422, f"labels[{position}]: unknown class '{label}' (this model's classes: {shown})")
+            label = int(label)
+        if not 0 <= label < len(class_names):
+            raise ApiError(
+                422, f"labels[{position}]: class index {label} is outside 0..{len(class_names) - 1} (classes: {shown})"
+            )
+        indices.append(label)
+    return np.asarray(indices, dtype=np.int64)
+
+
+class GenerationService:
+    """One backend, one lock, and the request -> images plan."""
+
+    def __init__(self, backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> None:
+        self.backend, self.max_count = backend, max_count
+        self.lock = threading.Lock()
+        self.requests_served = 0
+        self.started = time.monotonic()
+
+    def plan(self, request: GenerateRequest) -> tuple[np.ndarray, int]:
+        """-> (label of every image, images per grid row), after checking the request's bounds."""
+        if request.count is not None and request.total is not None:
+            raise ApiError(422, "give either count (images per label) or total (images in all), not both")
+        if request.labels is not None and not request.labels:
+            raise ApiError(422, "labels is empty (give at least one class, or leave labels out for every class)")
+        if request.labels is not None and len(request.labels) > self.max_count:
+            raise ApiError(422, f"{len(request.labels)} labels given; this server makes at most {self.max_count} images per request")
+        classes = (
+            resolve_labels(request.labels, self.backend.class_names)
+            if request.labels is not None
+            else np.arange(self.backend.num_classes, dtype=np.int64)
+        )
+        per_label = request.count if request.total is None else None
+        wanted = request.total if request.total is not None else len(classes) * (per_label or 1)
+        if wanted > self.max_count:
+            raise ApiError(
+                422,
+                f"{wanted} images asked for; this server makes at most {self.max_count} per request "
+                "(ask for fewer, or start it with a larger --max-count)",
+            )
+        if per_label is not None and per_label > 1:
+            return np.repeat(classes, per_label), per_label  # one grid row per label
+        labels = balanced_labels(0, wanted, classes)
+        return labels, max(1, math.ceil(math.sqrt(wanted)))
+
+    def generate(self, request: GenerateRequest) -> Generated:
+        labels, nrow = self.plan(request)
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        queued = time.perf_counter()
+        with self.lock:
+            start = time.perf_counter()
+            # The same z as StudentGenerator.generate(labels, seed, truncation): one draw for the request.
+            z = sample_z(rng(seed), len(labels), self.backend.z_dim, request.truncation)
+            images = self.backend.generate(z, labels)
+            done = time.perf_counter()
+            self.requests_served += 1
+        return Generated(images, labels, seed, nrow, (done - start) * 1000, (start - queued) * 1000)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 405, 413, 415, 422, 500)}
+
+
+def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
+    """The ASGI app serving ``backend``; the model is the one passed in (loaded once by the caller)."""
+    from distilgan.serve.docs import render_docs
+
+    service = GenerationService(backend, max_count)
+    encode_png(np.zeros((1, 1, 3), np.uint8))  # import PIL's PNG writer now, not in the first request
+    app = FastAPI(
+        title="distilgan serve",
+        version=__version__,
+        description="Class-conditional image generation with a distilled student generator.",
+        docs_url=None,  # FastAPI's docs page loads Swagger UI from a CDN; ours is local
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+        return error_response(err.status, err.message)
+
+    @app.exception_handler(UserError)
+    async def _user_error(request: Request, err: UserError) -> JSONResponse:
+        return error_response(422, str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if content_type and "json" not in content_type.lower():
+            return error_response(415, f"send the body as JSON with Content-Type: application/json (got '{content_type}')")
+        status, message = describe_validation_errors(list(err.errors()))
+        return error_response(status, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        if err.status_code == 404:
+            message = f"not found: {request.url.path} (endpoints: {ENDPOINTS})"
+        elif err.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path} (endpoints: {ENDPOINTS})"
+        else:
+            message = str(err.detail)
+        return error_response(err.status_code, message, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, err: Exception) -> JSONResponse:
+        return error_response(500, f"internal error: {type(err).__name__}: {err}")
+
+    @app.post(
+        "/generate",
+        summary="Generate images",
+        description=(
+            'Generate images for class labels. "format": "grid" answers one PNG (image/png) with headers '
+            "X-Seed, X-Generation-Ms, X-Queue-Ms, X-Image-Count, X-Labels and X-Grid-Nrow; "
+            '"format": "images" answers JSON with every image and the grid as base64 PNGs. The same '
+            "labels, count/total, seed and truncation always give the same images."
+        ),
+        responses={200: {"content": {"image/png": {}}, "model": GenerateResponse}, **ERRORS},
+    )
+    def generate(body: GenerateRequest) -> Response:
+        result = service.generate(body)
+        encode_start = time.perf_counter()
+        grid = encode_png(make_grid(result.images, nrow=result.nrow))
+        if body.format == "grid":
+            encode_ms = (time.perf_counter() - encode_start) * 1000
+            headers = {
+                "X-Seed": str(result.seed),
+                "X-Generation-Ms": f"{result.generation_ms:.3f}",
+                "X-Queue-Ms": f"{result.queue_ms:.3f}",
+                "X-Encode-Ms": f"{encode_ms:.3f}",
+                "X-Image-Count": str(len(result.labels)),
+                "X-Grid-Nrow": str(result.nrow),
+                "X-Labels": ",".join(str(int(label)) for label in result.labels),
+            }
+            return Response(grid, media_type="image/png", headers=headers)
+        names = backend.class_names
+        images = [
+            {"label": int(label), "class_name": names[label], "png_base64": base64.b64encode(encode_png(image)).decode()}
+            for image, label in zip(result.images, result.labels)
+        ]
+        height, width = result.images.shape[1:3]
+        return JSONResponse(
+            {
+                "seed": result.seed,
+                "truncation": body.truncation,
+                "count": len(images),
+                "nrow": result.nrow,
+                "width": int(width),
+                "height": int(height),
+                "generation_ms": round(result.generation_ms, 3),
+                "queue_ms": round(result.queue_ms, 3),
+                "encode_ms": round((time.perf_counter() - encode_start) * 1000, 3),
+                "images": images,
+                "grid_png_base64": base64.b64encode(grid).decode(),
+            }
+        )
+
+    @app.get("/health", response_model=HealthResponse, summary="Liveness and counters")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "backend": backend.name,
+            "uptime_s": round(time.monotonic() - service.started, 3),
+            "requests_served": service.requests_served,
+        }
+
+    model_facts = {
+        "backend": backend.name,
+        "class_names": list(backend.class_names),
+        "num_classes": backend.num_classes,
+        "resolution": backend.resolution,
+        "channels": backend.channels,
+        "z_dim": backend.z_dim,
+        "max_count": max_count,
+        **backend.describe(),
+    }
+
+    @app.get("/model", response_model=ModelResponse, summary="What is served: classes, size, cost, config, figures")
+    def model() -> dict[str, Any]:
+        return model_facts
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(render_docs(app.openapi()), headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """App factory for ``--workers N``: each worker process loads the model once from the
+    settings ``distilgan serve`` put in the environment."""
+    from distilgan.serve.backend import load_backend
+
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    if settings.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(settings["threads"]))
+    backend = load_backend(settings["backend"], settings["checkpoint"], device=settings["device"])
+    return create_app(backend, max_count=int(settings["max_count"]))
+
+
+__all__ = ["MAX_BODY_BYTES", "ApiError", "BodyLimit", "GenerationService", "app_from_env", "create_app", "resolve_labels"]

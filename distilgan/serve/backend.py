@@ -1,0 +1,127 @@
+"""What the server runs images through: a small backend interface and its torch implementation.
+
+A backend turns (z float32 (N, z_dim), labels int64 (N,)) into uint8 NHWC images. The server draws
+z itself (``distilgan.utils.noise``, from the request's seed), so every backend gives the same
+images for the same request as ``StudentGenerator.generate`` and ``distilgan generate`` do.
+
+``openvino`` is reserved for models exported by a later step of the pipeline; asking for it now
+is a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from distilgan.errors import UserError
+
+BACKENDS = ("torch", "openvino")
+# Metadata keys whose values are evaluation figures worth showing next to the model.
+FIGURE_KEYS = ("metrics", "eval", "evaluation", "protocol", "fid", "kid", "is", "scores")
+
+
+class Backend(Protocol):
+    """The interface every serving backend implements."""
+
+    name: str
+    z_dim: int
+    num_classes: int
+    resolution: int
+    channels: int
+    class_names: list[str]
+
+    def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """z float32 (N, z_dim), labels int64 (N,) -> uint8 (N, H, W, C)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able facts for ``GET /model``."""
+        ...
+
+
+class TorchBackend:
+    """A distilgan generator checkpoint run with PyTorch (eval mode, inference mode)."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu", batch_size: int = 256) -> None:
+        from distilgan.models.pretrained import resolve_checkpoint
+        from distilgan.pipeline import StudentGenerator
+
+        self.folder = resolve_checkpoint(checkpoint)
+        self.generator = StudentGenerator.from_pretrained(self.folder, device=device)
+        self.batch_size = batch_size
+        self.z_dim = self.generator.z_dim
+        self.num_classes = self.generator.num_classes
+        self.resolution = self.generator.resolution
+        self.channels = self.generator.channels
+        self.class_names = self.generator.class_names
+        self._facts = self._measure()
+
+    def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        import torch
+
+        from distilgan.pipeline import to_uint8_nhwc
+
+        device = self.generator.device
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(labels), self.batch_size):
+                z_batch = torch.from_numpy(np.ascontiguousarray(z[start : start + self.batch_size])).to(device)
+                label_batch = torch.from_numpy(np.ascontiguousarray(labels[start : start + self.batch_size])).to(device)
+                chunks.append(to_uint8_nhwc(self.generator.model(z_batch, label_batch).float()))
+        return np.concatenate(chunks)
+
+    def _measure(self) -> dict[str, Any]:
+        """Size and cost, counted once at start-up (one forward pass at batch 1)."""
+        from distilgan.models.macs import count_macs
+        from distilgan.models.pretrained import read_config
+
+        counted = count_macs(self.generator.model)
+        config = read_config(self.folder)
+        metadata = config.get("metadata") or {}
+        return {
+            "architecture": config.get("architecture"),
+            "checkpoint": str(self.folder),
+            "parameters": counted.params,
+            "macs_per_image": counted.macs_per_image,
+            "macs_excluded": counted.excluded,
+            "config": config,
+            "metadata": metadata,
+            "figures": collect_figures(self.folder, metadata),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._facts, "device": str(self.generator.device)}
+
+
+def collect_figures(folder: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation figures saved with a checkpoint: metadata entries named like metrics, and
+    ``metrics*.json`` / ``eval*.json`` files in its folder (each with the protocol it carries)."""
+    figures: dict[str, Any] = {key: value for key, value in metadata.items() if key.lower() in FIGURE_KEYS}
+    for path in sorted(folder.glob("*.json")):
+        if path.name != "config.json" and path.name.lower().startswith(("metrics", "eval")):
+            try:
+                figures[path.name] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                figures[path.name] = {"unreadable": f"{type(err).__name__}: {err}"}
+    return figures
+
+
+def load_backend(kind: str, checkpoint: str | os.PathLike, device: str = "cpu") -> Backend:
+    """The backend ``kind`` with ``checkpoint`` loaded; one-line UserError for what cannot work."""
+    if kind == "torch":
+        return TorchBackend(checkpoint, device=device)
+    if kind == "openvino":
+        raise UserError(
+            "--backend openvino is not available yet: it needs a model exported to OpenVINO IR, which "
+            "this distilgan cannot make yet (use --backend torch with the checkpoint folder)"
+        )
+    raise UserError(f"unknown backend '{kind}' (use one of {', '.join(BACKENDS)})")
+
+
+__all__ = ["BACKENDS", "Backend", "TorchBackend", "collect_figures", "load_backend"]

@@ -1,0 +1,149 @@
+"""The HTTP API's request and response shapes (pydantic), and turning validation errors into one line.
+
+Every error the API returns is ``{"error": "<one line naming the problem and the fix>"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+MAX_SEED = 2**32 - 1
+
+
+class GenerateRequest(BaseModel):
+    """Body of ``POST /generate``. Unknown fields are rejected; types are strict (no "3" for 3)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"labels": ["cat", 5], "count": 4, "seed": 7, "format": "grid"}]},
+    )
+
+    labels: list[StrictInt | StrictStr] | None = Field(
+        None, description="class indices (ints) or class names; default: every class once"
+    )
+    count: int | None = Field(
+        None, ge=1, description="images per label, grouped by label (grid: one row per label); default 1"
+    )
+    total: int | None = Field(
+        None, ge=1, description="images in total, cycling through the labels (instead of count)"
+    )
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="noise seed; default: a random one, returned in the response"
+    )
+    # A floor, because redrawing |z| above a tiny threshold would take almost forever.
+    truncation: float | None = Field(
+        None, ge=0.05, allow_inf_nan=False, description="truncated-normal threshold for |z|; default off"
+    )
+    format: Literal["grid", "images"] = Field(
+        "grid", description='"grid": one PNG (image/png); "images": JSON with base64 PNGs and the grid'
+    )
+
+
+class GeneratedImage(BaseModel):
+    label: int
+    class_name: str
+    png_base64: str
+
+
+class GenerateResponse(BaseModel):
+    """Answer of ``POST /generate`` with ``"format": "images"``."""
+
+    seed: int
+    truncation: float | None
+    count: int = Field(description="number of images")
+    nrow: int = Field(description="images per grid row")
+    width: int
+    height: int
+    generation_ms: float = Field(description="noise + model forward + quantisation, in milliseconds")
+    queue_ms: float = Field(description="time waiting for the model lock, in milliseconds")
+    encode_ms: float = Field(description="PNG encoding, in milliseconds")
+    images: list[GeneratedImage]
+    grid_png_base64: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="one line naming the problem and how to fix it")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    backend: str
+    uptime_s: float
+    requests_served: int
+
+
+class ModelResponse(BaseModel):
+    """``GET /model``: what is being served."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backend: str
+    class_names: list[str]
+    num_classes: int
+    resolution: int
+    channels: int
+    z_dim: int
+    parameters: int | None = None
+    macs_per_image: int | None = None
+    max_count: int
+    config: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    figures: dict[str, Any] = Field(default_factory=dict, description="evaluation figures saved with the checkpoint")
+
+
+FIELDS = tuple(GenerateRequest.model_fields)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """("body", "labels", 2) -> "labels[2]"."""
+    parts = [p for p in loc if p != "body"]
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("int", "str", "float", "list[...]", "literal['grid','images']") or "[" in str(part):
+            continue  # pydantic's union-branch names add nothing for the user
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[int, str]:
+    """pydantic/FastAPI errors -> (HTTP status, one-line message)."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            detail = (error.get("ctx") or {}).get("error", "not valid JSON")
+            return 400, f"malformed JSON body ({detail}); send a JSON object such as {{\"labels\": [0], \"count\": 4}}"
+    messages: dict[str, str] = {}
+    for error in errors:
+        kind, loc = error.get("type", ""), tuple(error.get("loc", ()))
+        where = _where(loc)
+        if kind == "extra_forbidden":
+            text = f"unknown field '{loc[-1]}' (allowed: {', '.join(FIELDS)})"
+        elif kind == "missing" and where == "body":
+            text = "request body is missing (send a JSON object, e.g. {\"labels\": [0], \"count\": 4})"
+        elif loc and loc[-1] in ("int", "str"):  # one error per branch of int | str
+            kind = "union"
+            text = f"{where}: must be a class index (integer) or a class name (string) (got {error.get('input')!r})"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            text = "request body must be a JSON object (e.g. {\"labels\": [0], \"count\": 4})"
+        else:
+            text = f"{where}: {error.get('msg', 'invalid value')}"
+            if "input" in error and not isinstance(error["input"], (dict, list)):
+                text += f" (got {error['input']!r})"
+        messages.setdefault(where + kind, text)  # a union gives one error per branch: keep one
+    return 422, "; ".join(messages.values())
+
+
+__all__ = [
+    "ErrorResponse",
+    "GenerateRequest",
+    "GenerateResponse",
+    "GeneratedImage",
+    "HealthResponse",
+    "ModelResponse",
+    "describe_validation_errors",
+]

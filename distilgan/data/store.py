@@ -1,0 +1,542 @@
+"""The distillation-set store: teacher samples written as checksummed npz shards + a manifest.
+
+A set is a folder (format in docs/store.md)::
+
+    manifest.json          what made the set (teacher, seed, counts, ...) and one entry per shard
+    shard-00000.npz        z float32 (n, z_dim), labels int64 (n,), images uint8 (n, H, W, C)
+    shard-00001.npz ...
+
+Everything in a shard follows from (seed, shard index, teacher, device): z comes from
+``sample_z(rng(seed, k), ...)`` and labels from ``balanced_labels`` over global indices, so a
+killed run resumes shard by shard and any shard can be regenerated alone, bit for bit.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import fcntl
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from distilgan import __version__
+from distilgan.errors import UserError
+from distilgan.utils.atomic import atomic_path
+from distilgan.utils.hashing import sha256_file
+from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+from distilgan.utils.noise import balanced_labels, rng, sample_z
+
+FORMAT_NAME = "distilgan-store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+ARRAYS = ("z", "labels", "images")
+# Fixed zip member timestamp (the zip epoch) so the same arrays always give the same file bytes.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.npz"
+
+
+# ----------------------------------------------------------------------------- npz shards
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Uncompressed npz readable by ``np.load``, byte-identical for identical arrays.
+
+    ``np.savez`` stamps each member with the current time; here every member gets ``ZIP_EPOCH``.
+    """
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            with archive.open(info, mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+# ----------------------------------------------------------------------------- classes
+
+
+def resolve_classes(
+    classes: Sequence[int | str] | None, num_classes: int, class_names: Sequence[str] | None = None
+) -> list[int]:
+    """Class indices from indices or names (``["0", "3"]``, ``["cat", "dog"]``); None = all."""
+    if classes is None or len(classes) == 0:
+        return list(range(num_classes))
+    names = [str(n) for n in class_names] if class_names else []
+    resolved: list[int] = []
+    for item in classes:
+        text = str(item).strip()
+        if isinstance(item, (int, np.integer)) or text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < num_classes:
+                raise UserError(f"class {index} is outside the teacher's classes 0..{num_classes - 1} (fix --classes)")
+        elif text in names:
+            index = names.index(text)
+        elif text.lower() in [n.lower() for n in names]:
+            index = [n.lower() for n in names].index(text.lower())
+        else:
+            known = ", ".join(names) if names else f"none; give indices 0..{num_classes - 1}"
+            raise UserError(f"unknown class name '{text}' (the teacher's class names are: {known})")
+        if index in resolved:
+            raise UserError(f"class {text} is given twice (list each class once in --classes)")
+        resolved.append(index)
+    return resolved
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _plan(per_class: int, classes: list[int], shard_size: int) -> list[tuple[int, int, int]]:
+    """(index, start, count) of every shard; the last one may be partial."""
+    total = per_class * len(classes)
+    return [(k, start, min(shard_size, total - start)) for k, start in enumerate(range(0, total, shard_size))]
+
+
+def _counts(labels: np.ndarray, classes: list[int]) -> dict[str, int]:
+    found = np.bincount(labels, minlength=max(classes) + 1)
+    return {str(c): int(found[c]) for c in classes}
+
+
+def _settings(teacher: Any, per_class: int, classes: list[int], seed: int, shard_size: int,
+              batch_size: int, truncation: float | None, device: str) -> dict[str, Any]:
+    """The manifest's header: everything that decides the bytes of the shards."""
+    total = per_class * len(classes)
+    z_truncation = None if teacher.native_truncation else truncation
+    z_distribution: dict[str, Any] = {"kind": "normal"}
+    if z_truncation is not None:
+        z_distribution = {"kind": "truncated_normal", "threshold": float(z_truncation)}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "teacher": teacher.describe(),
+        "z_dim": int(teacher.z_dim),
+        "num_classes": int(teacher.num_classes),
+        "class_names": list(teacher.class_names) if teacher.class_names else None,
+        "resolution": int(teacher.resolution),
+        "channels": int(teacher.channels),
+        "image_size": [int(teacher.resolution), int(teacher.resolution), int(teacher.channels)],
+        "z_distribution": z_distribution,
+        "truncation": None if truncation is None else float(truncation),
+        "seed": int(seed),
+        "classes": classes,
+        "per_class": int(per_class),
+        "total": total,
+        "counts_per_class": {str(c): int(per_class) for c in classes},
+        "label_order": "interleaved: label of global index i = classes[i % len(classes)]",
+        "z_stream": "shard k: sample_z(rng(seed, k), count, z_dim, z_distribution threshold)",
+        "quantization": "uint8 = clip(rint((x + 1) * 127.5), 0, 255), round half to even",
+        "shard_size": int(shard_size),
+        "num_shards": math.ceil(total / shard_size),
+        "batch_size": int(batch_size),
+        "device": str(device),
+    }
+
+
+# manifest key -> how to name it to the user, for every setting a resumed run must share
+_RESUME_KEYS = {
+    "teacher.fingerprint": "teacher weights (fingerprint)", "teacher.output_range": "--output-range",
+    "teacher.z_dim": "teacher z_dim", "teacher.num_classes": "teacher number of classes",
+    "teacher.resolution": "teacher resolution", "teacher.channels": "teacher channels",
+    "teacher.native_truncation": "teacher truncation mode", "format_version": "store format version",
+    "seed": "--seed", "per_class": "--per-class", "classes": "--classes", "truncation": "--truncation",
+    "shard_size": "--shard-size", "batch_size": "--batch-size", "device": "--device",
+}
+
+
+def _lookup(manifest: dict[str, Any], key: str) -> Any:
+    value: Any = manifest
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _check_same_settings(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
+    for key, label in _RESUME_KEYS.items():
+        before, now = _lookup(old, key), _lookup(new, key)
+        if json.loads(json.dumps(before)) != json.loads(json.dumps(now)):
+            before, now = (v[:12] + "..." if isinstance(v, str) and len(v) > 16 else v for v in (before, now))
+            raise UserError(
+                f"{out_dir} holds a set made with a different {label} ({before} there, {now} now); "
+                "use a new --out or add --overwrite"
+            )
+
+
+def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no {MANIFEST} in {out_dir} (not a distillation set; make one with distilgan sample)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"unreadable {path}: {err} (rerun distilgan sample with --overwrite)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise UserError(f"{path} is not a distilgan store manifest (rerun distilgan sample with --overwrite)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has store format {manifest.get('format_version')}, this distilgan reads {FORMAT_VERSION} "
+            "(resample the set with this version)"
+        )
+    return manifest
+
+
+# ----------------------------------------------------------------------------- writer
+
+
+def _is_ours(name: str) -> bool:
+    return name in (MANIFEST, LOCK) or name.startswith(".tmp-") or (name.startswith("shard-") and name.endswith(".npz"))
+
+
+def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
+    """Create ``out_dir`` (or fail with one line) and prove we can write into it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output path {out_dir} is a file (give a folder to --out)")
+    if out_dir.is_dir() and not overwrite and not (out_dir / MANIFEST).exists():
+        foreign = sorted(p.name for p in out_dir.iterdir() if not _is_ours(p.name))
+        if foreign:
+            raise UserError(
+                f"output folder {out_dir} is not empty and holds no distillation set (e.g. {foreign[0]}); "
+                "use a new --out or add --overwrite"
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(prefix=".tmp-write-test-", dir=out_dir) as probe:
+            probe.write(b"ok")
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(f"cannot write to output folder {out_dir}: {reason} (choose a writable --out)") from None
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """One writer per set: a second concurrent ``sample`` into the same folder fails cleanly."""
+    with open(out_dir / LOCK, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"another distilgan sample is writing {out_dir} (wait for it or choose another --out)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _resume_state(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> dict[int, dict[str, Any]]:
+    """Clean the folder for this run; return the finished, checksum-valid shard entries by index."""
+    for stale in out_dir.glob(".tmp-*"):  # a killed run's half-written file
+        stale.unlink(missing_ok=True)
+    names = {p.name for p in out_dir.iterdir()}
+    if overwrite:
+        for name in names:
+            if name == MANIFEST or (name.startswith("shard-") and name.endswith(".npz")):
+                (out_dir / name).unlink()
+        return {}
+    if MANIFEST not in names:
+        return {}  # killed before the first manifest: any shard file here is regenerated
+    old = load_manifest(out_dir)
+    _check_same_settings(old, settings, out_dir)
+    done: dict[int, dict[str, Any]] = {}
+    for entry in old.get("shards", []):
+        path = out_dir / entry["file"]
+        if path.is_file() and sha256_file(path) == entry["sha256"]:
+            done[int(entry["index"])] = entry
+    return done
+
+
+def _manifest(settings: dict[str, Any], done: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    shards = [done[k] for k in sorted(done)]
+    return {**settings, "complete": len(shards) == settings["num_shards"], "shards": shards}
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# Sets are meant to be shared: files get the usual umask mode, not mkstemp's private 0600.
+_FILE_MODE = _umask_mode()
+
+
+def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    with atomic_path(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.chmod(tmp, _FILE_MODE)
+
+
+def _shard_z(seed: int, index: int, count: int, z_dim: int, z_truncation: float | None) -> np.ndarray:
+    return sample_z(rng(seed, index), count, z_dim, z_truncation)
+
+
+def _quantize_into(images: np.ndarray, a: int, b: int, batch: np.ndarray) -> None:
+    images[a:b] = nchw_to_nhwc(float_to_uint8(batch))
+
+
+def _sample_shard(teacher: Any, z: np.ndarray, labels: np.ndarray, images: np.ndarray, batch_size: int,
+                  quantizer: concurrent.futures.Executor, bar: Any) -> None:
+    """Fill ``images`` batch by batch: the teacher runs here while ``quantizer`` (a second thread;
+    numpy releases the GIL) turns the previous batches into uint8, at most 3 float batches alive."""
+    inflight: collections.deque[concurrent.futures.Future] = collections.deque()
+    try:
+        for a in range(0, len(z), batch_size):
+            b = min(a + batch_size, len(z))
+            # Copied because the teacher may hand back a buffer it reuses on its next call.
+            batch = np.array(teacher.generate(z[a:b], labels[a:b]), dtype=np.float32, copy=True)
+            inflight.append(quantizer.submit(_quantize_into, images, a, b, batch))
+            while len(inflight) > 2:
+                inflight.popleft().result()
+            bar.update(b - a)
+        while inflight:
+            inflight.popleft().result()
+    finally:
+        for future in inflight:
+            future.cancel()
+
+
+def write_store(
+    teacher: Any,
+    out_dir: str | os.PathLike,
+    per_class: int,
+    classes: Sequence[int | str] | None = None,
+    seed: int = 0,
+    shard_size: int = 10000,
+    batch_size: int = 256,
+    truncation: float | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+    stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Sample ``per_class`` images of each class from ``teacher`` into a store at ``out_dir``.
+
+    Resumes a killed run with the same arguments (finished shards are checksum-checked and kept);
+    refuses a folder holding a set made with other arguments unless ``overwrite``. Returns the
+    final manifest; ``stats``, when given, gets ``written`` / ``resumed`` sample counts. The teacher
+    runs in this thread, a second thread quantises its batches and a third saves the previous shard,
+    so at most two shards are in memory.
+    """
+    for value, flag in ((per_class, "--per-class"), (shard_size, "--shard-size"), (batch_size, "--batch-size")):
+        if int(value) != value or value < 1:
+            raise UserError(f"{flag} must be a positive integer, got {value}")
+    if int(seed) != seed or seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {seed}")
+    if truncation is None:
+        truncation = getattr(teacher, "truncation", None)
+    if truncation is not None and not truncation > 0:
+        raise UserError(f"--truncation must be > 0, got {truncation}")
+    if teacher.native_truncation:
+        teacher.truncation = truncation  # the adapter truncates (e.g. StyleGAN psi); z stays N(0, I)
+    z_truncation = None if teacher.native_truncation else truncation
+    class_list = resolve_classes(classes, teacher.num_classes, teacher.class_names)
+    settings = _settings(teacher, int(per_class), class_list, int(seed), int(shard_size), int(batch_size),
+                         truncation, device)
+
+    # Try the teacher on two samples before touching the folder, so a broken teacher (wrong shape or
+    # range) fails with its own message and an --overwrite does not delete a good set for nothing.
+    probe = min(2, settings["total"])
+    teacher.generate(_shard_z(seed, 0, probe, teacher.z_dim, z_truncation), balanced_labels(0, probe, class_list))
+
+    out_dir = Path(out_dir)
+    _prepare_folder(out_dir, overwrite)
+    with _exclusive(out_dir):
+        done = _resume_state(out_dir, settings, overwrite)
+        plan = [shard for shard in _plan(int(per_class), class_list, int(shard_size)) if shard[0] not in done]
+        if stats is not None:
+            stats.update(resumed=sum(entry["count"] for entry in done.values()), written=sum(s[2] for s in plan))
+        if not plan:
+            manifest = _manifest(settings, done)
+            _write_manifest(out_dir, manifest)
+            return manifest
+
+        def save(index: int, start: int, z: np.ndarray, labels: np.ndarray, images: np.ndarray) -> None:
+            # Runs in the writer thread; the only code that touches the folder and `done`.
+            path = out_dir / shard_name(index)
+            try:
+                with atomic_path(path) as tmp:
+                    write_npz(tmp, {"z": z, "labels": labels, "images": images})
+                    digest, size = sha256_file(tmp), tmp.stat().st_size
+                    os.chmod(tmp, _FILE_MODE)
+                done[index] = {"file": path.name, "index": index, "start": start, "count": int(len(labels)),
+                               "sha256": digest, "bytes": size, "counts_per_class": _counts(labels, class_list)}
+                _write_manifest(out_dir, _manifest(settings, done))
+            except OSError as err:
+                raise UserError(f"cannot write {path}: {err.strerror or err} (free disk space or choose another --out)") from None
+
+        from tqdm.auto import tqdm
+
+        total = settings["total"]
+        already = sum(entry["count"] for entry in done.values())
+        height = width = teacher.resolution
+        bar = tqdm(total=total, initial=already, unit="img", unit_scale=total >= 10000, disable=not progress,
+                   desc=f"sampling {out_dir.name}", dynamic_ncols=True)
+        writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        quantizer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-quantize")
+        with bar:
+            pending: concurrent.futures.Future | None = None
+            try:
+                for index, start, count in plan:
+                    z = _shard_z(seed, index, count, teacher.z_dim, z_truncation)
+                    labels = balanced_labels(start, start + count, class_list)
+                    images = np.empty((count, height, width, teacher.channels), dtype=np.uint8)
+                    _sample_shard(teacher, z, labels, images, batch_size, quantizer, bar)
+                    if pending is not None:
+                        pending.result()  # raise a writer error here; also keeps <= 2 shards in memory
+                    pending = writer.submit(save, index, start, z, labels, images)
+                if pending is not None:
+                    pending.result()
+            finally:
+                # On an error or Ctrl-C, let the writer finish the shard it holds (it is complete).
+                quantizer.shutdown(wait=True, cancel_futures=True)
+                writer.shutdown(wait=True)
+    return _manifest(settings, done)
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+def _verify_shard(out_dir: Path, entry: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    name = str(entry.get("file"))
+    path = out_dir / name
+    if not path.is_file():
+        return [f"{name}: missing (rerun the same distilgan sample command)"]
+    if sha256_file(path) != entry.get("sha256"):
+        return [f"{name}: checksum mismatch (corrupt or changed; rerunning the same distilgan sample command "
+                "regenerates it)"]
+    try:
+        arrays = read_npz(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable zip/npy is one problem to report
+        return [f"{name}: unreadable ({type(err).__name__}: {err})"]
+    count = int(entry.get("count", -1))
+    res, ch, z_dim = manifest["resolution"], manifest["channels"], manifest["z_dim"]
+    expected = {"z": ((count, z_dim), np.float32), "labels": ((count,), np.int64), "images": ((count, res, res, ch), np.uint8)}
+    problems = []
+    for key, (shape, dtype) in expected.items():
+        array = arrays.get(key)
+        if array is None:
+            problems.append(f"{name}: array '{key}' missing")
+        elif array.shape != shape or array.dtype != dtype:
+            problems.append(f"{name}: '{key}' is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}")
+    if problems:
+        return problems
+    start = int(entry.get("start", 0))
+    if not np.array_equal(arrays["labels"], balanced_labels(start, start + count, manifest["classes"])):
+        problems.append(f"{name}: labels differ from the interleaved class order")
+    counts = _counts(arrays["labels"], [int(c) for c in manifest["classes"]])
+    if counts != entry.get("counts_per_class"):
+        problems.append(f"{name}: counts per class {counts} differ from the manifest's {entry.get('counts_per_class')}")
+    return problems
+
+
+def verify_store(out_dir: str | os.PathLike, progress: bool = False) -> list[str]:
+    """Re-check a set: manifest, every shard's checksum, arrays, labels and counts. [] = good."""
+    out_dir = Path(out_dir)
+    try:
+        manifest = load_manifest(out_dir)
+    except UserError as err:
+        return [str(err)]
+    problems: list[str] = []
+    try:
+        plan = _plan(int(manifest["per_class"]), [int(c) for c in manifest["classes"]], int(manifest["shard_size"]))
+        entries = {int(e["index"]): e for e in manifest["shards"]}
+    except (KeyError, TypeError, ValueError) as err:
+        return [f"{out_dir / MANIFEST}: malformed ({type(err).__name__}: {err})"]
+    if len(entries) < len(plan):
+        problems.append(f"set is incomplete: {len(entries)} of {len(plan)} shards written "
+                        "(rerun the same distilgan sample command to finish it)")
+    from tqdm.auto import tqdm
+
+    for index, start, count in tqdm(plan, desc="verifying", unit="shard", disable=not progress):
+        entry = entries.get(index)
+        if entry is None:
+            if (out_dir / shard_name(index)).exists():
+                problems.append(f"{shard_name(index)}: not recorded in the manifest (unfinished)")
+            else:
+                problems.append(f"{shard_name(index)}: missing (rerun the same distilgan sample command)")
+            continue
+        if (int(entry.get("start", -1)), int(entry.get("count", -1))) != (start, count):
+            problems.append(f"{entry.get('file')}: covers samples {entry.get('start')}+{entry.get('count')}, "
+                            f"expected {start}+{count}")
+            continue
+        problems.extend(_verify_shard(out_dir, entry, manifest))
+    extra = sorted(set(entries) - {k for k, _, _ in plan})
+    problems.extend(f"{shard_name(k)}: not part of the planned set" for k in extra)
+    written = sum(int(e.get("count", 0)) for e in entries.values())
+    if not extra and len(entries) == len(plan) and written != manifest.get("total"):
+        problems.append(f"shards hold {written} samples, manifest total is {manifest.get('total')}")
+    return problems
+
+
+# ----------------------------------------------------------------------------- reader
+
+
+class DistillationStore:
+    """Read access to a finished set: metadata from the manifest, arrays shard by shard."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root, self.manifest = root, manifest
+        self.shards: list[dict[str, Any]] = sorted(manifest["shards"], key=lambda e: int(e["index"]))
+        self.num_shards = len(self.shards)
+        self.num_samples = sum(int(e["count"]) for e in self.shards)
+        self.z_dim, self.num_classes = int(manifest["z_dim"]), int(manifest["num_classes"])
+        self.resolution, self.channels = int(manifest["resolution"]), int(manifest["channels"])
+        self.class_names: list[str] | None = manifest.get("class_names")
+        self.classes = [int(c) for c in manifest["classes"]]  # the sampled ones, in label order
+
+    @classmethod
+    def open(cls, out_dir: str | os.PathLike, allow_incomplete: bool = False) -> "DistillationStore":
+        root = Path(out_dir)
+        if not root.is_dir():
+            raise UserError(f"distillation set not found: {out_dir} (make one with distilgan sample)")
+        manifest = load_manifest(root)
+        if not manifest.get("complete") and not allow_incomplete:
+            raise UserError(f"distillation set {out_dir} is incomplete (rerun the distilgan sample command that made it)")
+        return cls(root, manifest)
+
+    def shard_counts(self) -> list[int]:
+        return [int(e["count"]) for e in self.shards]
+
+    def read_shard(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(z float32 (n, z_dim), labels int64 (n,), images uint8 (n, H, W, C)) of shard ``i``."""
+        entry = self.shards[i]
+        path = self.root / entry["file"]
+        try:
+            arrays = read_npz(path)
+        except FileNotFoundError:
+            raise UserError(f"shard missing: {path} (run distilgan verify {self.root})") from None
+        except (OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+            raise UserError(f"unreadable shard {path}: {err} (run distilgan verify {self.root})") from None
+        try:
+            z, labels, images = (arrays[k] for k in ARRAYS)
+        except KeyError as err:
+            raise UserError(f"shard {path} lacks array {err} (run distilgan verify {self.root})") from None
+        if len(z) != entry["count"] or len(labels) != entry["count"] or len(images) != entry["count"]:
+            raise UserError(f"shard {path} holds a different sample count than its manifest (run distilgan verify)")
+        return z, labels, images
+
+    def load_all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every sample in index order (needs the whole set in memory)."""
+        parts = [self.read_shard(i) for i in range(self.num_shards)]
+        if not parts:
+            return (np.zeros((0, self.z_dim), np.float32), np.zeros((0,), np.int64),
+                    np.zeros((0, self.resolution, self.resolution, self.channels), np.uint8))
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return (f"DistillationStore({str(self.root)!r}, samples={self.num_samples}, shards={self.num_shards}, "
+                f"classes={len(self.classes)}, image={self.resolution}x{self.resolution}x{self.channels})")

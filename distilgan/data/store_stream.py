@@ -1,0 +1,144 @@
+"""Stream a distillation set to training: a torch IterableDataset over the store's shards.
+
+How an epoch is split (every sample exactly once across all DDP ranks x DataLoader workers):
+
+1. The shard order is permuted with ``rng(seed, epoch)`` (identical on every rank and worker), and
+   the shards' samples are laid end to end in that order: positions 0 .. N-1.
+2. Rank r takes the contiguous positions [r*N//W, (r+1)*N//W); inside a rank, worker w of K takes
+   the same kind of contiguous slice of the rank's range. So each consumer reads only about
+   N/(W*K) samples' worth of shards (a shard cut between two consumers is read by both, each using
+   its own part), and ranks get equal counts to within one sample.
+3. Each consumer mixes what it reads with a shuffle pool of ``shuffle_buffer`` samples: shard
+   pieces are appended, the pool is permuted, and all but half the pool is emitted, so samples from
+   neighbouring shards interleave. Memory per consumer: the pool plus the shard just read, at
+   most about 2 * (shuffle_buffer + shard_size) samples of H*W*C + 4*z_dim + 8 bytes while they
+   are joined (32x32 RGB, z_dim 512, 10,000-sample shards and the default 10,000 pool: ~200 MB
+   peak, ~100 MB steady). Without shuffle, one shard at a time.
+
+Ranks may differ by one sample when N is not divisible by W; a DDP loop should stop every rank at
+the shortest rank's batch count (``len`` gives the rank's count) to keep collectives matched.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from distilgan.data.store import DistillationStore
+from distilgan.utils.images import uint8_to_float, nhwc_to_nchw
+from distilgan.utils.noise import rng
+
+try:  # torch is a dependency of training; the stream is a torch dataset
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+except ImportError:  # pragma: no cover - torch is installed with distilgan
+    torch = None  # type: ignore[assignment]
+    IterableDataset = object  # type: ignore[assignment,misc]
+
+    def get_worker_info() -> Any:  # type: ignore[misc]
+        return None
+
+
+# Samples converted to float tensors at a time: big enough to amortise numpy calls, small enough
+# to keep the float copy (4x the uint8 size) small.
+CONVERT_BLOCK = 256
+
+
+def _slice(start: int, stop: int, part: int, parts: int) -> tuple[int, int]:
+    """Contiguous part ``part`` of ``parts`` of [start, stop), sizes differing by at most one."""
+    n = stop - start
+    return start + part * n // parts, start + (part + 1) * n // parts
+
+
+class StoreStream(IterableDataset):
+    """Yields ``(z float32 (z_dim,), label int64 (), image float32 (C, H, W) in [-1, 1])``.
+
+    Call :meth:`set_epoch` before each epoch (as with ``DistributedSampler``) for a new order; the
+    order is a pure function of (seed, epoch, rank, world_size, DataLoader worker count).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_buffer: int = 10_000,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.store = DistillationStore.open(root)
+        self.root = str(root)
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, int(seed), int(rank), int(world_size)
+        self.shuffle_buffer = max(1, int(shuffle_buffer))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (all of its DataLoader workers together)."""
+        start, stop = _slice(0, self.store.num_samples, self.rank, self.world_size)
+        return stop - start
+
+    # -- which samples this consumer reads --------------------------------------------------------
+
+    def shard_order(self) -> list[int]:
+        order = np.arange(self.store.num_shards)
+        if self.shuffle:
+            order = rng(self.seed, self.epoch).permutation(order)
+        return [int(i) for i in order]
+
+    def pieces(self, worker: int = 0, num_workers: int = 1) -> list[tuple[int, int, int]]:
+        """(shard index, first, stop) rows of each shard that this rank's ``worker`` reads, in order."""
+        start, stop = _slice(0, self.store.num_samples, self.rank, self.world_size)
+        start, stop = _slice(start, stop, worker, num_workers)
+        counts = self.store.shard_counts()
+        pieces, position = [], 0
+        for shard in self.shard_order():
+            lo, hi = max(start, position), min(stop, position + counts[shard])
+            if lo < hi:
+                pieces.append((shard, lo - position, hi - position))
+            position += counts[shard]
+        return pieces
+
+    # -- iteration --------------------------------------------------------------------------------
+
+    def _emit(self, arrays: list[np.ndarray], index: np.ndarray | None = None) -> Iterator[tuple[Any, Any, Any]]:
+        """Yield samples ``index`` (default: all, in order) of (z, labels, images), block by block."""
+        count = len(arrays[1]) if index is None else len(index)
+        for a in range(0, count, CONVERT_BLOCK):
+            rows = slice(a, a + CONVERT_BLOCK) if index is None else index[a : a + CONVERT_BLOCK]
+            z, labels, images = (array[rows] for array in arrays)
+            z_t = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+            y_t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+            x_t = torch.from_numpy(uint8_to_float(nhwc_to_nchw(images)))
+            for i in range(len(y_t)):
+                yield z_t[i], y_t[i], x_t[i]
+
+    def __iter__(self) -> Iterator[tuple[Any, Any, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        pieces = self.pieces(worker, num_workers)
+        if not self.shuffle:
+            for shard, lo, hi in pieces:
+                z, labels, images = self.store.read_shard(shard)
+                yield from self._emit([z[lo:hi], labels[lo:hi], images[lo:hi]])
+            return
+        gen = rng(self.seed, self.epoch, self.rank, worker, num_workers)
+        pool: list[np.ndarray] = []
+        for shard, lo, hi in pieces:
+            z, labels, images = self.store.read_shard(shard)
+            piece = [z[lo:hi], labels[lo:hi], images[lo:hi]]
+            pool = piece if not pool else [np.concatenate([p, q]) for p, q in zip(pool, piece)]
+            del z, labels, images, piece  # only the pool stays alive until the next read
+            if len(pool[1]) >= self.shuffle_buffer:
+                perm = gen.permutation(len(pool[1]))
+                keep = self.shuffle_buffer // 2  # carried over so the next shard mixes with this one
+                yield from self._emit(pool, perm[: len(perm) - keep])
+                pool = [p[perm[len(perm) - keep :]] for p in pool]
+        if pool and len(pool[1]):
+            yield from self._emit(pool, gen.permutation(len(pool[1])))

@@ -21,96 +21,31 @@ import json
 import math
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from distilgan import __version__
+from distilgan.data.store_format import (  # noqa: F401  (re-exported: the store API in one place)
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LOCK,
+    MANIFEST,
+    class_counts,
+    load_manifest,
+    plan_shards,
+    read_npz,
+    resolve_classes,
+    shard_name,
+    write_npz,
+)
+from distilgan.data.store_read import DistillationStore, verify_store  # noqa: F401  (the store API in one place)
 from distilgan.errors import UserError
 from distilgan.utils.atomic import atomic_path
 from distilgan.utils.hashing import sha256_file
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
 from distilgan.utils.noise import balanced_labels, rng, sample_z
-
-FORMAT_NAME = "distilgan-store"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-LOCK = ".lock"
-ARRAYS = ("z", "labels", "images")
-# Fixed zip member timestamp (the zip epoch) so the same arrays always give the same file bytes.
-ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.npz"
-
-
-# ----------------------------------------------------------------------------- npz shards
-
-
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Uncompressed npz readable by ``np.load``, byte-identical for identical arrays.
-
-    ``np.savez`` stamps each member with the current time; here every member gets ``ZIP_EPOCH``.
-    """
-    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_STORED
-            info.external_attr = 0o644 << 16
-            with archive.open(info, mode="w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
-
-
-# ----------------------------------------------------------------------------- classes
-
-
-def resolve_classes(
-    classes: Sequence[int | str] | None, num_classes: int, class_names: Sequence[str] | None = None
-) -> list[int]:
-    """Class indices from indices or names (``["0", "3"]``, ``["cat", "dog"]``); None = all."""
-    if classes is None or len(classes) == 0:
-        return list(range(num_classes))
-    names = [str(n) for n in class_names] if class_names else []
-    resolved: list[int] = []
-    for item in classes:
-        text = str(item).strip()
-        if isinstance(item, (int, np.integer)) or text.lstrip("-").isdigit():
-            index = int(text)
-            if not 0 <= index < num_classes:
-                raise UserError(f"class {index} is outside the teacher's classes 0..{num_classes - 1} (fix --classes)")
-        elif text in names:
-            index = names.index(text)
-        elif text.lower() in [n.lower() for n in names]:
-            index = [n.lower() for n in names].index(text.lower())
-        else:
-            known = ", ".join(names) if names else f"none; give indices 0..{num_classes - 1}"
-            raise UserError(f"unknown class name '{text}' (the teacher's class names are: {known})")
-        if index in resolved:
-            raise UserError(f"class {text} is given twice (list each class once in --classes)")
-        resolved.append(index)
-    return resolved
-
-
-# ----------------------------------------------------------------------------- manifest
-
-
-def _plan(per_class: int, classes: list[int], shard_size: int) -> list[tuple[int, int, int]]:
-    """(index, start, count) of every shard; the last one may be partial."""
-    total = per_class * len(classes)
-    return [(k, start, min(shard_size, total - start)) for k, start in enumerate(range(0, total, shard_size))]
-
-
-def _counts(labels: np.ndarray, classes: list[int]) -> dict[str, int]:
-    found = np.bincount(labels, minlength=max(classes) + 1)
-    return {str(c): int(found[c]) for c in classes}
 
 
 def _settings(teacher: Any, per_class: int, classes: list[int], seed: int, shard_size: int,
@@ -176,24 +111,6 @@ def _check_same_settings(old: dict[str, Any], new: dict[str, Any], out_dir: Path
                 f"{out_dir} holds a set made with a different {label} ({before} there, {now} now); "
                 "use a new --out or add --overwrite"
             )
-
-
-def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(out_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"no {MANIFEST} in {out_dir} (not a distillation set; make one with distilgan sample)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"unreadable {path}: {err} (rerun distilgan sample with --overwrite)") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise UserError(f"{path} is not a distilgan store manifest (rerun distilgan sample with --overwrite)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"{path} has store format {manifest.get('format_version')}, this distilgan reads {FORMAT_VERSION} "
-            "(resample the set with this version)"
-        )
-    return manifest
 
 
 # ----------------------------------------------------------------------------- writer
@@ -264,20 +181,9 @@ def _manifest(settings: dict[str, Any], done: dict[int, dict[str, Any]]) -> dict
     return {**settings, "complete": len(shards) == settings["num_shards"], "shards": shards}
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-# Sets are meant to be shared: files get the usual umask mode, not mkstemp's private 0600.
-_FILE_MODE = _umask_mode()
-
-
 def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     with atomic_path(out_dir / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.chmod(tmp, _FILE_MODE)
 
 
 def _shard_z(seed: int, index: int, count: int, z_dim: int, z_truncation: float | None) -> np.ndarray:
@@ -356,7 +262,7 @@ def write_store(
     _prepare_folder(out_dir, overwrite)
     with _exclusive(out_dir):
         done = _resume_state(out_dir, settings, overwrite)
-        plan = [shard for shard in _plan(int(per_class), class_list, int(shard_size)) if shard[0] not in done]
+        plan = [shard for shard in plan_shards(int(per_class), class_list, int(shard_size)) if shard[0] not in done]
         if stats is not None:
             stats.update(resumed=sum(entry["count"] for entry in done.values()), written=sum(s[2] for s in plan))
         if not plan:
@@ -371,9 +277,8 @@ def write_store(
                 with atomic_path(path) as tmp:
                     write_npz(tmp, {"z": z, "labels": labels, "images": images})
                     digest, size = sha256_file(tmp), tmp.stat().st_size
-                    os.chmod(tmp, _FILE_MODE)
                 done[index] = {"file": path.name, "index": index, "start": start, "count": int(len(labels)),
-                               "sha256": digest, "bytes": size, "counts_per_class": _counts(labels, class_list)}
+                               "sha256": digest, "bytes": size, "counts_per_class": class_counts(labels, class_list)}
                 _write_manifest(out_dir, _manifest(settings, done))
             except OSError as err:
                 raise UserError(f"cannot write {path}: {err.strerror or err} (free disk space or choose another --out)") from None
@@ -405,138 +310,3 @@ def write_store(
                 quantizer.shutdown(wait=True, cancel_futures=True)
                 writer.shutdown(wait=True)
     return _manifest(settings, done)
-
-
-# ----------------------------------------------------------------------------- verify
-
-
-def _verify_shard(out_dir: Path, entry: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
-    name = str(entry.get("file"))
-    path = out_dir / name
-    if not path.is_file():
-        return [f"{name}: missing (rerun the same distilgan sample command)"]
-    if sha256_file(path) != entry.get("sha256"):
-        return [f"{name}: checksum mismatch (corrupt or changed; rerunning the same distilgan sample command "
-                "regenerates it)"]
-    try:
-        arrays = read_npz(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable zip/npy is one problem to report
-        return [f"{name}: unreadable ({type(err).__name__}: {err})"]
-    count = int(entry.get("count", -1))
-    res, ch, z_dim = manifest["resolution"], manifest["channels"], manifest["z_dim"]
-    expected = {"z": ((count, z_dim), np.float32), "labels": ((count,), np.int64), "images": ((count, res, res, ch), np.uint8)}
-    problems = []
-    for key, (shape, dtype) in expected.items():
-        array = arrays.get(key)
-        if array is None:
-            problems.append(f"{name}: array '{key}' missing")
-        elif array.shape != shape or array.dtype != dtype:
-            problems.append(f"{name}: '{key}' is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)}{list(shape)}")
-    if problems:
-        return problems
-    start = int(entry.get("start", 0))
-    if not np.array_equal(arrays["labels"], balanced_labels(start, start + count, manifest["classes"])):
-        problems.append(f"{name}: labels differ from the interleaved class order")
-    counts = _counts(arrays["labels"], [int(c) for c in manifest["classes"]])
-    if counts != entry.get("counts_per_class"):
-        problems.append(f"{name}: counts per class {counts} differ from the manifest's {entry.get('counts_per_class')}")
-    return problems
-
-
-def verify_store(out_dir: str | os.PathLike, progress: bool = False) -> list[str]:
-    """Re-check a set: manifest, every shard's checksum, arrays, labels and counts. [] = good."""
-    out_dir = Path(out_dir)
-    try:
-        manifest = load_manifest(out_dir)
-    except UserError as err:
-        return [str(err)]
-    problems: list[str] = []
-    try:
-        plan = _plan(int(manifest["per_class"]), [int(c) for c in manifest["classes"]], int(manifest["shard_size"]))
-        entries = {int(e["index"]): e for e in manifest["shards"]}
-    except (KeyError, TypeError, ValueError) as err:
-        return [f"{out_dir / MANIFEST}: malformed ({type(err).__name__}: {err})"]
-    if len(entries) < len(plan):
-        problems.append(f"set is incomplete: {len(entries)} of {len(plan)} shards written "
-                        "(rerun the same distilgan sample command to finish it)")
-    from tqdm.auto import tqdm
-
-    for index, start, count in tqdm(plan, desc="verifying", unit="shard", disable=not progress):
-        entry = entries.get(index)
-        if entry is None:
-            if (out_dir / shard_name(index)).exists():
-                problems.append(f"{shard_name(index)}: not recorded in the manifest (unfinished)")
-            else:
-                problems.append(f"{shard_name(index)}: missing (rerun the same distilgan sample command)")
-            continue
-        if (int(entry.get("start", -1)), int(entry.get("count", -1))) != (start, count):
-            problems.append(f"{entry.get('file')}: covers samples {entry.get('start')}+{entry.get('count')}, "
-                            f"expected {start}+{count}")
-            continue
-        problems.extend(_verify_shard(out_dir, entry, manifest))
-    extra = sorted(set(entries) - {k for k, _, _ in plan})
-    problems.extend(f"{shard_name(k)}: not part of the planned set" for k in extra)
-    written = sum(int(e.get("count", 0)) for e in entries.values())
-    if not extra and len(entries) == len(plan) and written != manifest.get("total"):
-        problems.append(f"shards hold {written} samples, manifest total is {manifest.get('total')}")
-    return problems
-
-
-# ----------------------------------------------------------------------------- reader
-
-
-class DistillationStore:
-    """Read access to a finished set: metadata from the manifest, arrays shard by shard."""
-
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
-        self.root, self.manifest = root, manifest
-        self.shards: list[dict[str, Any]] = sorted(manifest["shards"], key=lambda e: int(e["index"]))
-        self.num_shards = len(self.shards)
-        self.num_samples = sum(int(e["count"]) for e in self.shards)
-        self.z_dim, self.num_classes = int(manifest["z_dim"]), int(manifest["num_classes"])
-        self.resolution, self.channels = int(manifest["resolution"]), int(manifest["channels"])
-        self.class_names: list[str] | None = manifest.get("class_names")
-        self.classes = [int(c) for c in manifest["classes"]]  # the sampled ones, in label order
-
-    @classmethod
-    def open(cls, out_dir: str | os.PathLike, allow_incomplete: bool = False) -> "DistillationStore":
-        root = Path(out_dir)
-        if not root.is_dir():
-            raise UserError(f"distillation set not found: {out_dir} (make one with distilgan sample)")
-        manifest = load_manifest(root)
-        if not manifest.get("complete") and not allow_incomplete:
-            raise UserError(f"distillation set {out_dir} is incomplete (rerun the distilgan sample command that made it)")
-        return cls(root, manifest)
-
-    def shard_counts(self) -> list[int]:
-        return [int(e["count"]) for e in self.shards]
-
-    def read_shard(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(z float32 (n, z_dim), labels int64 (n,), images uint8 (n, H, W, C)) of shard ``i``."""
-        entry = self.shards[i]
-        path = self.root / entry["file"]
-        try:
-            arrays = read_npz(path)
-        except FileNotFoundError:
-            raise UserError(f"shard missing: {path} (run distilgan verify {self.root})") from None
-        except (OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
-            raise UserError(f"unreadable shard {path}: {err} (run distilgan verify {self.root})") from None
-        try:
-            z, labels, images = (arrays[k] for k in ARRAYS)
-        except KeyError as err:
-            raise UserError(f"shard {path} lacks array {err} (run distilgan verify {self.root})") from None
-        if len(z) != entry["count"] or len(labels) != entry["count"] or len(images) != entry["count"]:
-            raise UserError(f"shard {path} holds a different sample count than its manifest (run distilgan verify)")
-        return z, labels, images
-
-    def load_all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every sample in index order (needs the whole set in memory)."""
-        parts = [self.read_shard(i) for i in range(self.num_shards)]
-        if not parts:
-            return (np.zeros((0, self.z_dim), np.float32), np.zeros((0,), np.int64),
-                    np.zeros((0, self.resolution, self.resolution, self.channels), np.uint8))
-        return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))  # type: ignore[return-value]
-
-    def __repr__(self) -> str:
-        return (f"DistillationStore({str(self.root)!r}, samples={self.num_samples}, shards={self.num_shards}, "
-                f"classes={len(self.classes)}, image={self.resolution}x{self.resolution}x{self.channels})")

@@ -1,0 +1,112 @@
+"""The distillation-set format: file names, byte-stable npz shards, classes, shard plan, manifest.
+
+Shared by the writer (store.py) and the readers (store_read.py, store_stream.py); see docs/store.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from distilgan.errors import UserError
+
+FORMAT_NAME = "distilgan-store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+ARRAYS = ("z", "labels", "images")
+# Fixed zip member timestamp (the zip epoch) so the same arrays always give the same file bytes.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.npz"
+
+
+# ----------------------------------------------------------------------------- npz shards
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Uncompressed npz readable by ``np.load``, byte-identical for identical arrays.
+
+    ``np.savez`` stamps each member with the current time; here every member gets ``ZIP_EPOCH``.
+    """
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            with archive.open(info, mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+# ----------------------------------------------------------------------------- classes
+
+
+def resolve_classes(
+    classes: Sequence[int | str] | None, num_classes: int, class_names: Sequence[str] | None = None
+) -> list[int]:
+    """Class indices from indices or names (``["0", "3"]``, ``["cat", "dog"]``); None = all."""
+    if classes is None or len(classes) == 0:
+        return list(range(num_classes))
+    names = [str(n) for n in class_names] if class_names else []
+    resolved: list[int] = []
+    for item in classes:
+        text = str(item).strip()
+        if isinstance(item, (int, np.integer)) or text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < num_classes:
+                raise UserError(f"class {index} is outside the teacher's classes 0..{num_classes - 1} (fix --classes)")
+        elif text in names:
+            index = names.index(text)
+        elif text.lower() in [n.lower() for n in names]:
+            index = [n.lower() for n in names].index(text.lower())
+        else:
+            known = ", ".join(names) if names else f"none; give indices 0..{num_classes - 1}"
+            raise UserError(f"unknown class name '{text}' (the teacher's class names are: {known})")
+        if index in resolved:
+            raise UserError(f"class {text} is given twice (list each class once in --classes)")
+        resolved.append(index)
+    return resolved
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def plan_shards(per_class: int, classes: list[int], shard_size: int) -> list[tuple[int, int, int]]:
+    """(index, start, count) of every shard; the last one may be partial."""
+    total = per_class * len(classes)
+    return [(k, start, min(shard_size, total - start)) for k, start in enumerate(range(0, total, shard_size))]
+
+
+def class_counts(labels: np.ndarray, classes: list[int]) -> dict[str, int]:
+    found = np.bincount(labels, minlength=max(classes) + 1)
+    return {str(c): int(found[c]) for c in classes}
+
+
+def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no {MANIFEST} in {out_dir} (not a distillation set; make one with distilgan sample)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"unreadable {path}: {err} (rerun distilgan sample with --overwrite)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise UserError(f"{path} is not a distilgan store manifest (rerun distilgan sample with --overwrite)")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has store format {manifest.get('format_version')}, this distilgan reads {FORMAT_VERSION} "
+            "(resample the set with this version)"
+        )
+    return manifest

@@ -1,0 +1,169 @@
+"""``distilgan distill``: train a DiStyleGAN student from a distillation store (and optional real data).
+
+    distilgan distill --data STORE --out RUN [--real DATASET] [--config FILE.yaml] [options]
+    torchrun --nproc_per_node 2 -m distilgan distill ...      # DDP, same files
+
+Settings resolve as: options given > --config file > the run being resumed > defaults; the result is
+written to RUN/config.yaml. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+from typing import Any
+
+from distilgan.errors import UserError
+
+# (option, config key, type, help); every one defaults to None so "not given" is visible.
+OPTIONS: list[tuple[str, str, type, str]] = [
+    ("--ngf", "ngf", int, "generator width (default: the model's, 256)"),
+    ("--ndf", "ndf", int, "discriminator width (default: the model's, 128)"),
+    ("--project-dim", "project_dim", int, "projection size in G and D (default: the model's, 128)"),
+    ("--batch-size", "batch_size", int, "global batch size, split over DDP processes (default 128)"),
+    ("--epochs", "epochs", int, "passes over the store (default 150)"),
+    ("--max-steps", "max_steps", int, "stop after this many steps (default: no limit)"),
+    ("--lr-g", "lr_g", float, "generator Adam learning rate (default 2e-4)"),
+    ("--lr-d", "lr_d", float, "discriminator Adam learning rate (default 2e-4)"),
+    ("--beta1", "beta1", float, "Adam beta1 (default 0.5)"),
+    ("--beta2", "beta2", float, "Adam beta2 (default 0.999)"),
+    ("--lambda-pixel", "lambda_pixel", float, "weight of the pixel L1 term (default 0.2)"),
+    ("--pixel-decay", "pixel_decay", float,
+     "subtract this from lambda-pixel per G step, down to 0 (default 0: constant; the reference used 0.01)"),
+    ("--lambda-gan-g", "lambda_gan_g", float, "weight of G's adversarial terms (default 0.01)"),
+    ("--lambda-gan-d", "lambda_gan_d", float, "weight of D's real-data hinge term (default 0.2)"),
+    ("--gstep", "gstep", int, "G's adversarial terms every this many steps (default 10)"),
+    ("--lr-decay-start", "lr_decay_start", int,
+     "decay both LRs linearly to 0 from this step to the last (default: constant LR)"),
+    ("--ema-decay", "ema_decay", float, "decay of the EMA copy of G (default 0.999)"),
+    ("--ckpt-every", "ckpt_every", int, "save checkpoint + training state every this many epochs (default 10)"),
+    ("--grid-every", "grid_every", int, "save the fixed sample grid every this many epochs (default 1)"),
+    ("--log-every", "log_every", int, "log every loss term every this many steps (default 10)"),
+    ("--grid-columns", "grid_columns", int, "samples per class row in the grid (default 10)"),
+    ("--seed", "seed", int, "seed of model init, data order and noise (default 0)"),
+    ("--device", "device", str, "auto, cpu or cuda (default auto)"),
+    ("--workers", "workers", int, "DataLoader worker processes (default 2)"),
+]
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "distill",
+        help="train a student generator from a distillation set",
+        description="Train a DiStyleGAN student on a teacher's (z, label, image) store with TinyGAN-style "
+        "black-box distillation; --real adds a GAN term on real images. Run under torchrun for DDP.",
+    )
+    parser.add_argument("--data", help="distillation set folder (made by distilgan sample)")
+    parser.add_argument("--out", help="run folder (config, logs, grids, checkpoints, training state)")
+    parser.add_argument("--real", help="real dataset for the adversarial term (cifar10, a folder, zip or .npz)")
+    parser.add_argument("--config", help="YAML file of settings (keys as the options, e.g. lr_g: 2.0e-4)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where its state stops")
+    for flag, key, kind, text in OPTIONS:
+        parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+    parser.add_argument("--ema", dest="ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep an EMA copy of G and ship it (default on; --no-ema ships the raw G)")
+    parser.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast on CUDA (default off; ignored on CPU)")
+    parser.set_defaults(func=run)
+
+
+def _model_default(cls: type, name: str) -> Any:
+    return inspect.signature(cls.__init__).parameters[name].default
+
+
+def _check_real_matches(store: Any, real: Any, spec: str) -> None:
+    for what in ("num_classes", "resolution", "channels"):
+        have, want = getattr(real, what), getattr(store, what)
+        if have != want:
+            raise UserError(f"the real dataset {spec} has {what} {have} but the distillation set has {want} "
+                            "(give --real data of the teacher's kind)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from distilgan.data.store import DistillationStore
+    from distilgan.models import DiStyleGANDiscriminator, DiStyleGANGenerator
+    from distilgan.train.config import check_resume_compatible, load_yaml, resolve_config, save_config
+    from distilgan.train.losses import DistillationObjective
+    from distilgan.train.state import load_state
+    from distilgan.train.training_loop import (
+        STATE_PATH, RealSampler, StoreBatches, Trainer, setup_distributed, teardown_distributed,
+    )
+
+    cli = {key: getattr(args, key) for _, key, _, _ in OPTIONS}
+    cli.update(data=args.data, out=args.out, real=args.real, ema=args.ema, amp=args.amp)
+    file_values = load_yaml(args.config) if args.config else {}
+    out = cli["out"] or file_values.get("out")
+    if not out:
+        raise UserError("no run folder given (add --out RUN)")
+    run_dir = Path(out)
+    state = None
+    if args.resume:
+        state = load_state(run_dir / STATE_PATH)
+        config = resolve_config(cli, file_values, saved=state["config"])
+        check_resume_compatible(state["config"], config)
+    else:
+        if (run_dir / STATE_PATH).exists():
+            raise UserError(f"{run_dir} already holds a training run (add --resume to continue it, or pick another --out)")
+        config = resolve_config(cli, file_values)
+    if not config.data:
+        raise UserError("no distillation set given (add --data STORE)")
+
+    store = DistillationStore.open(config.data)
+    real = None
+    if config.real:
+        from distilgan.data.datasets import open_dataset
+
+        real = open_dataset(config.real, "train")
+        _check_real_matches(store, real, config.real)
+    for key, cls in (("ngf", DiStyleGANGenerator), ("ndf", DiStyleGANDiscriminator),
+                     ("project_dim", DiStyleGANGenerator)):
+        if getattr(config, key) is None:  # record the model's default in config.yaml
+            setattr(config, key, _model_default(cls, key))
+
+    dist = setup_distributed(config.device)
+    try:
+        if dist.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(config.seed)  # same initial weights on every rank (rank 0's are broadcast anyway)
+        generator = DiStyleGANGenerator(
+            z_dim=store.z_dim, num_classes=store.num_classes, project_dim=config.project_dim, ngf=config.ngf,
+            resolution=store.resolution, channels=store.channels, class_names=store.class_names,
+        )
+        discriminator = DiStyleGANDiscriminator(
+            num_classes=store.num_classes, project_dim=config.project_dim, ndf=config.ndf,
+            resolution=store.resolution, channels=store.channels,
+        )
+        objective = DistillationObjective(
+            generator, discriminator, z_dim=store.z_dim, num_classes=store.num_classes,
+            lambda_pixel=config.lambda_pixel, pixel_decay=config.pixel_decay, lambda_gan_g=config.lambda_gan_g,
+            lambda_gan_d=config.lambda_gan_d, gstep=config.gstep, seed=config.seed, rank=dist.rank,
+        )
+        sampler = None
+        if real is not None:
+            sampler = RealSampler(real.images, real.labels, config.batch_size, config.seed, dist)
+        source = StoreBatches(config.data, config.batch_size, config.seed, dist, workers=config.workers, real=sampler)
+        trainer = Trainer(config, generator, discriminator, objective, source, run_dir, dist)
+        if state is not None:
+            trainer.load_state_dict(state)
+        if dist.is_main:
+            save_config(config, run_dir / "config.yaml")
+            if config.amp and dist.device.type != "cuda":
+                print("distill: --amp is for CUDA; training in float32 on the CPU")
+            mode = "with real data" if real is not None else "black-box only (no --real)"
+            print(f"distill: {store.num_samples} samples, {source.steps_per_epoch} steps/epoch, "
+                  f"{trainer.total_steps} steps, {dist.world_size} process(es) on {dist.device}, {mode}")
+        if trainer.step >= trainer.total_steps:
+            if dist.is_main:
+                print(f"distill: {run_dir} has already finished its {trainer.total_steps} steps")
+            return 0
+        result = trainer.fit(resumed=state is not None)
+        if dist.is_main:
+            print(f"distill: done at step {result['step']} (epoch {result['epoch']}); generator in {run_dir / 'generator'}")
+        return 0
+    finally:
+        teardown_distributed()

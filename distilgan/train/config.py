@@ -1,0 +1,179 @@
+"""The training configuration: one flat dataclass, resolved CLI > YAML file > saved run > defaults.
+
+Every hyper-parameter of a run lives here so that ``RUN/config.yaml`` records the whole recipe and
+``--resume`` can refuse to continue a run with a different one. The loop reads the generic fields
+(batch, optimiser, schedule, EMA, checkpoint cadence); an objective reads its own (lambdas, gstep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from distilgan.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = ""  # distillation store folder
+    real: str | None = None  # real dataset spec (optional GAN term on real images)
+    out: str = ""  # run folder
+    # student model (None: the model class's own default, resolved when the run starts)
+    ngf: int | None = None
+    ndf: int | None = None
+    project_dim: int | None = None
+    # length and batch (batch_size is global: split over DDP processes)
+    batch_size: int = 128
+    epochs: int = 150
+    max_steps: int | None = None
+    # optimisers: Adam for G and D, linear LR decay to 0 from lr_decay_start (None: constant)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_start: int | None = None
+    # distillation objective
+    lambda_pixel: float = 0.2
+    pixel_decay: float = 0.0  # subtracted from lambda_pixel per G step (0: constant)
+    lambda_gan_g: float = 0.01
+    lambda_gan_d: float = 0.2
+    gstep: int = 10  # G's adversarial terms every gstep steps
+    # EMA copy of G
+    ema: bool = True
+    ema_decay: float = 0.999
+    # bookkeeping
+    ckpt_every: int = 10  # epochs
+    grid_every: int = 1  # epochs
+    log_every: int = 10  # steps
+    grid_columns: int = 10
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    extra: dict[str, Any] = field(default_factory=dict)  # room for later objectives' settings
+
+
+# Keys that may differ on --resume: where files are, which machine, how often we write things, and
+# how long to train (to extend a finished run; with --lr-decay-start the decay then stretches to the
+# new end). Everything else changes the maths of the run, so a difference is an error.
+RESUME_FREE_KEYS = frozenset(
+    {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "grid_every", "log_every",
+     "epochs", "max_steps"}
+)
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Cast a YAML/CLI value to the field's type; a one-line error when it cannot be."""
+    kind = str(FIELD_TYPES[key])
+    if value is None:
+        if "None" in kind:
+            return None
+        raise UserError(f"config key '{key}' cannot be null (give a value or leave it out)")
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in {"true", "yes", "1", "on"}:
+                    return True
+                if value.lower() in {"false", "no", "0", "off"}:
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("dict"):
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return dict(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config key '{key}' has a bad value {value!r} (expected {kind})") from None
+
+
+def normalise_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Accept ``lr-g`` or ``lr_g``; reject unknown keys, naming them."""
+    out: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in FIELD_TYPES:
+            raise UserError(f"unknown config key '{raw_key}' in {source} (see docs/training.md for the keys)")
+        out[key] = _coerce(key, value)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path} (check --config)")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, Mapping):
+        raise UserError(f"config file {path} must hold a mapping of key: value")
+    return normalise_keys(values, str(path))
+
+
+def resolve_config(
+    cli: Mapping[str, Any],
+    file_values: Mapping[str, Any] | None = None,
+    saved: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults, then the saved run (on resume), then the YAML file, then the options given."""
+    merged: dict[str, Any] = dataclasses.asdict(TrainConfig())
+    for layer in (saved or {}, file_values or {}, {k: v for k, v in cli.items() if v is not None}):
+        merged.update(normalise_keys(layer, "the options"))
+    config = TrainConfig(**merged)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    def positive(name: str, allow_zero: bool = False) -> None:
+        value = getattr(config, name)
+        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+            raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+    for name in ("batch_size", "epochs", "gstep", "ckpt_every", "grid_every", "log_every", "grid_columns",
+                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d"):
+        positive(name)
+    for name in ("lambda_pixel", "pixel_decay", "lambda_gan_g", "lambda_gan_d", "workers", "lr_decay_start"):
+        positive(name, allow_zero=True)
+    for name in ("beta1", "beta2", "ema_decay"):
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise UserError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    import yaml
+
+    from distilgan.utils.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def check_resume_compatible(saved: Mapping[str, Any], current: TrainConfig) -> None:
+    """Raise naming the first key whose value differs from the run being resumed."""
+    now = config_to_dict(current)
+    for key, old in saved.items():
+        if key in RESUME_FREE_KEYS or key not in now:
+            continue
+        if now[key] != old:
+            raise UserError(
+                f"--resume: '{key}' is {now[key]!r} but the run was started with {old!r} "
+                f"(drop the option or use a new --out)"
+            )

@@ -1,0 +1,184 @@
+"""Training objectives: what each step minimises. The loop (training_loop.py) knows none of this.
+
+An objective holds G and D (plain modules, not DDP wrappers) and exposes
+
+* ``discriminator_loss(batch) -> (total, terms)`` and ``generator_loss(batch, step) -> (total, terms)``,
+  ``terms`` a dict of named scalars that the loop logs as they are;
+* ``generator_update_due(step) -> bool`` (a WGAN-style objective may skip G steps);
+* ``generators() -> {name: torch.Generator}``, its own random streams, saved with the training state;
+* ``state_dict()`` / ``load_state_dict()`` for anything else it must carry across a resume.
+
+A batch is a dict of tensors on the training device: ``z``, ``labels``, ``teacher_images`` (the
+distillation store) and, with real data, ``real_images``, ``real_labels``. Images are NCHW in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distilgan.utils.noise import rng
+
+# TinyGAN / DiStyleGAN: deeper D blocks see more semantic features and weigh more.
+FEATURE_WEIGHTS = (1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
+# weight of G's adversarial term on fresh z (relative to lambda_gan_g), as in the reference
+FRESH_Z_GAN_WEIGHT = 0.2
+
+NOISE_STREAM = 0x5EED  # distinguishes this stream from the other uses of the run's seed
+
+Terms = dict[str, Tensor]
+
+
+def hinge_d_real(logits: Tensor) -> Tensor:
+    return F.relu(1.0 - logits.float()).mean()
+
+
+def hinge_d_fake(logits: Tensor) -> Tensor:
+    return F.relu(1.0 + logits.float()).mean()
+
+
+def hinge_g(logits: Tensor) -> Tensor:
+    return -logits.float().mean()
+
+
+def feature_l1(student: list[Tensor], teacher: list[Tensor], weights: tuple[float, ...] = FEATURE_WEIGHTS) -> Tensor:
+    """Weighted sum of mean absolute differences between matching D block features."""
+    if len(student) != len(weights) or len(teacher) != len(weights):
+        raise ValueError(f"expected {len(weights)} feature maps, got {len(student)} and {len(teacher)}")
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for weight, s, t in zip(weights, student, teacher):
+        total = total + weight * F.l1_loss(s.float(), t.detach().float())
+    return total
+
+
+class DistillationObjective:
+    """Black-box distillation (TinyGAN, DiStyleGAN) of a teacher's (z, y) -> image pairs.
+
+    G: sum_i w_i |D_i(G(z,y)) - D_i(T(z,y))|  +  lambda_pixel(step) |G(z,y) - T(z,y)|
+       and every ``gstep`` steps  lambda_gan_g * hinge_G(D(G(z,y), y))
+                                  + 0.2 * lambda_gan_g * hinge_G(D(G(z', y'), y')).
+    D: hinge(D(T(z,y), y) real, D(G(z,y), y) fake)
+       + lambda_gan_d * hinge(D(x, y_x) real, D(G(z', y_x), y_x) fake)     (only with real data)
+
+    z' is fresh noise. y' are the real batch's labels with real data; without real data they are
+    balanced random labels (every class equally often, shuffled), so the fresh-z term still pushes
+    G towards images D accepts for classes it has not just seen paired with a teacher image.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        *,
+        z_dim: int,
+        num_classes: int,
+        lambda_pixel: float = 0.2,
+        pixel_decay: float = 0.0,
+        lambda_gan_g: float = 0.01,
+        lambda_gan_d: float = 0.2,
+        gstep: int = 10,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        self.G, self.D = generator, discriminator
+        self.z_dim, self.num_classes = z_dim, num_classes
+        self.lambda_pixel, self.pixel_decay = lambda_pixel, pixel_decay
+        self.lambda_gan_g, self.lambda_gan_d, self.gstep = lambda_gan_g, lambda_gan_d, gstep
+        # fresh z and labels: a CPU stream of our own (per DDP rank), saved with the training state
+        self.noise = torch.Generator().manual_seed(int(rng(seed, NOISE_STREAM, rank).integers(2**62)))
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"objective_noise": self.noise}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def generator_update_due(self, step: int) -> bool:
+        return True
+
+    def lambda_pixel_at(self, step: int) -> float:
+        """``lambda_pixel - pixel_decay * step``, not below 0 (G steps once per step here)."""
+        return max(0.0, self.lambda_pixel - self.pixel_decay * step)
+
+    def adversarial_due(self, step: int) -> bool:
+        return step % self.gstep == 0
+
+    # -- noise ------------------------------------------------------------------------------------
+    def fresh_z(self, n: int, device: torch.device) -> Tensor:
+        return torch.randn(n, self.z_dim, generator=self.noise).to(device)
+
+    def balanced_labels(self, n: int, device: torch.device) -> Tensor:
+        offset = int(torch.randint(self.num_classes, (1,), generator=self.noise))
+        labels = (torch.arange(n) + offset) % self.num_classes
+        return labels[torch.randperm(n, generator=self.noise)].to(device)
+
+    def fresh_labels(self, batch: dict[str, Tensor]) -> Tensor:
+        if "real_labels" in batch:
+            return batch["real_labels"]
+        return self.balanced_labels(batch["labels"].shape[0], batch["labels"].device)
+
+    # -- losses -----------------------------------------------------------------------------------
+    def discriminator_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Terms]:
+        z, labels, teacher = batch["z"], batch["labels"], batch["teacher_images"]
+        n = z.shape[0]
+        has_real = "real_images" in batch
+        with torch.no_grad():
+            if has_real:
+                real_labels = batch["real_labels"]
+                fresh = self.fresh_z(real_labels.shape[0], z.device)
+                fakes = self.G(torch.cat([z, fresh]), torch.cat([labels, real_labels]))
+                images = torch.cat([teacher, fakes[:n], batch["real_images"], fakes[n:]])
+                all_labels = torch.cat([labels, labels, real_labels, real_labels])
+            else:
+                images = torch.cat([teacher, self.G(z, labels)])
+                all_labels = torch.cat([labels, labels])
+        # one D forward for every image: one spectral-norm update and fewer kernel launches per step
+        logits, _ = self.D(images.detach(), all_labels)
+        terms: Terms = {
+            "d/teacher_real": hinge_d_real(logits[:n]),
+            "d/student_fake": hinge_d_fake(logits[n : 2 * n]),
+        }
+        total = terms["d/teacher_real"] + terms["d/student_fake"]
+        if has_real:
+            m = batch["real_labels"].shape[0]
+            terms["d/real"] = hinge_d_real(logits[2 * n : 2 * n + m])
+            terms["d/real_fake"] = hinge_d_fake(logits[2 * n + m :])
+            total = total + self.lambda_gan_d * (terms["d/real"] + terms["d/real_fake"])
+        terms["d/total"] = total
+        return total, terms
+
+    def generator_loss(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Terms]:
+        z, labels, teacher = batch["z"], batch["labels"], batch["teacher_images"]
+        n = z.shape[0]
+        adversarial = self.adversarial_due(step) and self.lambda_gan_g > 0
+        if adversarial:
+            fresh_labels = self.fresh_labels(batch)
+            fresh = self.fresh_z(fresh_labels.shape[0], z.device)
+            students = self.G(torch.cat([z, fresh]), torch.cat([labels, fresh_labels]))
+            logits, student_features = self.D(students, torch.cat([labels, fresh_labels]))
+            student_features = [f[:n] for f in student_features]
+        else:
+            students = self.G(z, labels)
+            logits, student_features = self.D(students, labels)
+        with torch.no_grad():
+            _, teacher_features = self.D(teacher, labels)
+        lambda_pixel = self.lambda_pixel_at(step)
+        terms: Terms = {
+            "g/feature": feature_l1(student_features, teacher_features),
+            "g/pixel": F.l1_loss(students[:n].float(), teacher.float()),
+        }
+        total = terms["g/feature"] + lambda_pixel * terms["g/pixel"]
+        if adversarial:
+            terms["g/gan"] = hinge_g(logits[:n])
+            terms["g/gan_fresh"] = hinge_g(logits[n:])
+            total = total + self.lambda_gan_g * (terms["g/gan"] + FRESH_Z_GAN_WEIGHT * terms["g/gan_fresh"])
+        terms["g/total"] = total
+        terms["g/lambda_pixel"] = torch.tensor(lambda_pixel)
+        return total, terms

@@ -39,6 +39,7 @@ COMMANDS = (
     "bench",
     "train_classifier",
     "calibrate",
+    "train_teacher",
 )
 
 

@@ -1,0 +1,100 @@
+"""Classifier zoo for CIFAR-sized images: a registry by name, and loading from a folder or file.
+
+Names: ``resnet20/32/44/56`` (CIFAR ResNet, option-A shortcut), ``vgg11_bn``, ``vgg16_bn``,
+``mobilenetv2``, ``shufflenetv2``, ``repvgg_a0`` (plus a few size variants). Every classifier takes
+normalised float NCHW input and carries its normalisation (see :mod:`.base`); it is saved as a
+folder (config.json + model.safetensors) with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from distilgan.errors import UserError
+from distilgan.models.classifiers.base import CIFAR10_CLASSES, DEFAULT_MEAN, DEFAULT_STD, Classifier
+from distilgan.models.classifiers.mobile import MobileNetV2, ShuffleNetV2
+from distilgan.models.classifiers.repvgg import RepVGG
+from distilgan.models.classifiers.resnet import CifarResNet, load_cifar_resnet_file
+from distilgan.models.classifiers.vgg import VGG
+
+# config.json "architecture" -> class
+CLASSIFIER_ARCHITECTURES: dict[str, type[Classifier]] = {
+    cls.__name__: cls for cls in (CifarResNet, VGG, MobileNetV2, ShuffleNetV2, RepVGG)
+}
+
+# zoo name -> (class, constructor arguments)
+CLASSIFIERS: dict[str, tuple[type[Classifier], dict[str, Any]]] = {
+    "resnet20": (CifarResNet, {"depth": 20}),
+    "resnet32": (CifarResNet, {"depth": 32}),
+    "resnet44": (CifarResNet, {"depth": 44}),
+    "resnet56": (CifarResNet, {"depth": 56}),
+    "vgg11_bn": (VGG, {"depth": 11}),
+    "vgg16_bn": (VGG, {"depth": 16}),
+    "mobilenetv2": (MobileNetV2, {"width": 1.0}),
+    "mobilenetv2_x0_5": (MobileNetV2, {"width": 0.5}),
+    "shufflenetv2": (ShuffleNetV2, {"width": 1.0}),
+    "shufflenetv2_x0_5": (ShuffleNetV2, {"width": 0.5}),
+    "repvgg_a0": (RepVGG, {"variant": "A0"}),
+}
+
+
+def classifier_names() -> list[str]:
+    return list(CLASSIFIERS)
+
+
+def build_classifier(name: str, **overrides: Any) -> Classifier:
+    """A freshly initialised zoo classifier; ``overrides`` e.g. num_classes, mean, std, class_names."""
+    if name not in CLASSIFIERS:
+        raise UserError(f"unknown classifier '{name}' (choose one of: {', '.join(CLASSIFIERS)})")
+    cls, kwargs = CLASSIFIERS[name]
+    return cls(**{**kwargs, **overrides})
+
+
+def load_classifier(name_or_path: str | os.PathLike, device: Any = "cpu") -> Classifier:
+    """A trained classifier from a checkpoint folder (config.json + model.safetensors), a
+    ``train-classifier`` run folder (its ``model/``) or a CIFAR ResNet ``.th`` file. A bare zoo name
+    is refused: it has no trained weights."""
+    from distilgan.models.pretrained import parse_device, read_config, resolve_checkpoint
+
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix in (".th", ".pth", ".pt", ".tar"):
+        return load_cifar_resnet_file(path).to(parse_device(device))
+    if not path.exists() and str(name_or_path) in CLASSIFIERS:
+        raise UserError(
+            f"'{name_or_path}' names an untrained architecture (train it with `distilgan train-classifier --model "
+            f"{name_or_path}` and pass the output folder, or pass a CIFAR ResNet .th file)"
+        )
+    if not path.exists():
+        raise UserError(
+            f"unknown classifier '{name_or_path}' (give a checkpoint folder, a CIFAR ResNet .th file, or train one of: "
+            f"{', '.join(CLASSIFIERS)})"
+        )
+    if path.is_dir() and not (path / "config.json").exists() and (path / "model" / "config.json").exists():
+        path = path / "model"  # a train-classifier run folder
+    folder = resolve_checkpoint(path)
+    architecture = read_config(folder)["architecture"]
+    cls = CLASSIFIER_ARCHITECTURES.get(architecture)
+    if cls is None:
+        raise UserError(f"{folder} holds a {architecture}, not a classifier (known: {', '.join(CLASSIFIER_ARCHITECTURES)})")
+    return cls.from_pretrained(folder, device=device)
+
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CLASSIFIERS",
+    "CLASSIFIER_ARCHITECTURES",
+    "Classifier",
+    "CifarResNet",
+    "DEFAULT_MEAN",
+    "DEFAULT_STD",
+    "MobileNetV2",
+    "RepVGG",
+    "ShuffleNetV2",
+    "VGG",
+    "build_classifier",
+    "classifier_names",
+    "load_cifar_resnet_file",
+    "load_classifier",
+]

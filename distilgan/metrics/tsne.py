@@ -49,7 +49,6 @@ def tsne(
 ) -> np.ndarray:
     """(N, D) features -> (N, 2) embedding."""
     import torch
-    from tqdm import tqdm
 
     n = len(features)
     if n < 4:

@@ -13,12 +13,14 @@ from distilgan.models.pretrained import (
     read_config,
     resolve_checkpoint,
 )
+from distilgan.models.pruned import PrunedDiStyleGANGenerator
 from distilgan.models.student import DiStyleGANDiscriminator, DiStyleGANGenerator
 
 # config.json "architecture" -> class
 ARCHITECTURES: dict[str, type[PretrainedMixin]] = {
     "DiStyleGANGenerator": DiStyleGANGenerator,
     "DiStyleGANDiscriminator": DiStyleGANDiscriminator,
+    "PrunedDiStyleGANGenerator": PrunedDiStyleGANGenerator,
     "BigGANGenerator": BigGANGenerator,
     "BigGANDiscriminator": BigGANDiscriminator,
 }
@@ -42,6 +44,7 @@ __all__ = [
     "DiStyleGANDiscriminator",
     "DiStyleGANGenerator",
     "PretrainedMixin",
+    "PrunedDiStyleGANGenerator",
     "builtin_names",
     "load_pretrained",
     "resolve_checkpoint",

@@ -1,0 +1,75 @@
+"""``distilgan bench``: latency, throughput, size, MACs and quality of a student's deployment variants."""
+
+from __future__ import annotations
+
+import argparse
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark exported variants (speed, size, FID vs FP32)",
+        description=(
+            "Export the checkpoint for every backend and precision, then measure latency at the smallest "
+            "batch and throughput at the largest (median and IQR of repeated timed calls after warm-up), "
+            "size on disk, params, MACs, PSNR and FID of each variant against the FP32 PyTorch student on the "
+            "same z and labels, and this machine's measured peak FP32/INT8 rates. Prints a markdown table."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
+    parser.add_argument("--backends", default="torch,onnxruntime,openvino", help="comma list of torch, onnxruntime, openvino")
+    parser.add_argument("--precisions", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8 (torch: fp32 only)")
+    parser.add_argument("--batch", default="1,64", help="comma list of batch sizes (default 1,64)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for every backend (default 2)")
+    parser.add_argument("--fid-samples", type=int, default=10000, help="FID samples vs the FP32 student (0 skips; default 10000)")
+    parser.add_argument("--quality-samples", type=int, default=10000, help="samples for PSNR vs FP32 (default 10000)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (default 20)")
+    parser.add_argument("--extra", action="append", default=[], metavar="EXPORT_DIR",
+                        help="also bench an existing export folder (e.g. from qat or prune); repeatable")
+    parser.add_argument("--int8-ablation", action="store_true", help="add OpenVINO INT8 with --keep-first/--keep-last variants")
+    parser.add_argument("--no-peak", action="store_true", help="skip the peak-rate micro-benchmarks")
+    parser.add_argument("--json", metavar="OUT", help="write all results as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distilgan.deploy import PRECISIONS, check_choice
+    from distilgan.deploy.bench import run_bench
+    from distilgan.errors import UserError
+    from distilgan.utils.atomic import atomic_write_json
+
+    backends = [check_choice(b, BACKENDS, "backend") for b in _list(args.backends)]
+    precisions = [check_choice(p, PRECISIONS, "precision") for p in _list(args.precisions)]
+    try:
+        batches = sorted({int(b) for b in _list(args.batch)})
+    except ValueError:
+        raise UserError(f"--batch must be a comma list of integers, got '{args.batch}'") from None
+    if not backends or not precisions or not batches or min(batches) < 1:
+        raise UserError("give at least one backend, one precision and batch sizes >= 1")
+    if args.threads < 1 or args.repeats < 1 or args.fid_samples < 0 or args.quality_samples < 1:
+        raise UserError("--threads and --repeats must be >= 1, --fid-samples >= 0, --quality-samples >= 1")
+    if "openvino" in backends or args.extra:
+        from distilgan.deploy import require
+
+        require("openvino", "--backends openvino")
+    result = run_bench(args.checkpoint, backends, precisions, batches, threads=args.threads, fid_samples=args.fid_samples,
+                       quality_samples=args.quality_samples, repeats=args.repeats, extra=args.extra,
+                       ablation=args.int8_ablation, peak=not args.no_peak)
+    print(result["table"])
+    if "peak" in result:
+        p = result["peak"]
+        print(f"\nMACs per image: {result['model']['macs_per_image']:,}; measured peak on {p['threads']} threads: "
+              f"FP32 {p.get('peak_fp32_gflops', float('nan')):.1f} GFLOP/s, INT8 {p.get('peak_int8_gops', float('nan')):.1f} GOP/s "
+              f"({p['conv_workload']})")
+    print(f"load average before/after: {result['load_avg_before']} / {result['load_avg_after']} "
+          f"(shared machine: re-run on a quiet one for reference figures)")
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0

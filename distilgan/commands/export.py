@@ -1,0 +1,50 @@
+"""``distilgan export``: a student checkpoint -> ONNX or OpenVINO IR (fp32, fp16 or int8) + parity check."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a student to ONNX or OpenVINO (fp32, fp16, int8)",
+        description=(
+            "Export a generator checkpoint for edge inference. The folder gets model.onnx (or model.xml + "
+            "model.bin) and distilgan-export.json (source fingerprint, classes, z_dim, resolution, parity "
+            "against PyTorch). INT8 is post-training quantisation calibrated on the generator's own inputs "
+            "(z ~ N(0, I), balanced labels): NNCF for OpenVINO, onnxruntime quantize_static (QDQ) for ONNX."
+        ),
+    )
+    parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
+    parser.add_argument("--format", default="onnx", help="onnx or openvino (default onnx)")
+    parser.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default fp32)")
+    parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size N")
+    parser.add_argument("--out", help="output folder (default exports/<checkpoint>-<format>-<precision>)")
+    parser.add_argument("--calibration-size", type=int, default=512, help="int8: calibration samples (default 512)")
+    parser.add_argument("--calibration-seed", type=int, default=0, help="int8: seed of the calibration z (default 0)")
+    parser.add_argument("--keep-first", action="store_true", help="int8: keep the first layer (z projection) in float")
+    parser.add_argument("--keep-last", action="store_true", help="int8: keep the last layer (to-RGB conv) in float")
+    parser.add_argument("--preset", default="performance",
+                        help="int8 with openvino: performance (symmetric activations, default) or mixed (asymmetric)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from distilgan.deploy import FORMATS, PRECISIONS, check_choice
+    from distilgan.deploy.export import export_checkpoint, parity_line, parse_batch
+
+    fmt = check_choice(args.format, FORMATS, "--format")
+    precision = check_choice(args.precision, PRECISIONS, "--precision")
+    batch = parse_batch(args.batch)
+    out = args.out or str(Path("exports") / f"{Path(args.checkpoint).name}-{fmt}-{precision}")
+    info = export_checkpoint(
+        args.checkpoint, out, fmt=fmt, precision=precision, batch=batch, calibration_size=args.calibration_size,
+        calibration_seed=args.calibration_seed, keep_first=args.keep_first, keep_last=args.keep_last, preset=args.preset,
+    )
+    print(f"exported {info['architecture']} to {out} ({fmt}, {precision}, batch {info['batch']}, "
+          f"{info['size_bytes'] / 1e6:.2f} MB in {', '.join(info['files'])})")
+    print(parity_line(info))
+    return 0

@@ -1,0 +1,43 @@
+"""Edge deployment: export (ONNX, OpenVINO IR), FP16/INT8, QAT, structured pruning, benchmarks,
+and a runtime that needs no PyTorch.
+
+    checkpoint --export.py--> folder: model.onnx | model.xml + model.bin, distilgan-export.json
+               --quantize.py (INT8 PTQ: NNCF on OpenVINO, onnxruntime QDQ)
+    qat.py     fine-tunes the student under fake quantisation, then exports INT8
+    prune.py   removes channels to a MAC budget, distils back, saves a normal checkpoint
+    bench.py   latency / throughput / size / FID of every variant, and the machine's peak rates
+    runtime.py EdgeGenerator: numpy + openvino or onnxruntime only
+
+This module imports nothing heavy: ``runtime.py`` must stay importable without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from distilgan.errors import UserError
+
+FORMATS = ("onnx", "openvino")
+PRECISIONS = ("fp32", "fp16", "int8")
+EXPORT_JSON = "distilgan-export.json"
+ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "model.xml"  # + model.bin beside it
+DEPLOY_INSTALL_HINT = 'pip install "distilgan[deploy]"'
+
+
+def require(package: str, what: str) -> Any:
+    """Import an optional package or raise a one-line UserError naming the install command."""
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise UserError(f"{what} needs the '{package}' package, which is not installed ({DEPLOY_INSTALL_HINT})") from None
+
+
+def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise UserError(f"unknown {option} '{value}' (use one of: {', '.join(choices)})")
+    return value
+
+
+__all__ = ["EXPORT_JSON", "FORMATS", "ONNX_FILE", "OPENVINO_FILE", "PRECISIONS", "check_choice", "require"]

@@ -1,0 +1,286 @@
+"""Benchmark exported variants of one student: latency, throughput, size, MACs, quality, peak rates.
+
+Timing: ``warmup`` untimed calls, then ``repeats`` timed calls of the same fixed inputs; we report
+the median and the interquartile range (IQR = q3 - q1) in milliseconds. Latency is at batch 1,
+throughput at the largest batch (images/s = batch / median seconds). OpenVINO models are compiled
+for each batch size (static shapes, PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS=threads,
+INFERENCE_PRECISION_HINT=f32 unless the variant says bf16-compute);
+onnxruntime gets intra_op_num_threads=threads; torch gets set_num_threads(threads).
+
+Quality of every variant against the FP32 PyTorch student on the same z and labels (seed 0,
+balanced labels): PSNR and mean |error| on uint8 images (cheap, every sample), and FID between the
+variant's images and the FP32 student's images (``fid_samples`` of them; Inception features from
+``distilgan.metrics``). FID needs the Inception network on every image, which is slow on a CPU.
+
+Physical reference (``peak_rates``): dense micro-benchmarks on this machine, a stack of four
+256->256 3x3 convolutions on 16x16 maps at batch 64 (the student's own layer shape) in torch FP32,
+OpenVINO FP32 and OpenVINO INT8 (NNCF-quantised), plus a torch FP32 1024^3 matmul. Each variant's
+achieved rate (2 * MACs * images/s) is given as a fraction of the peak of its arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+from distilgan.utils.noise import balanced_labels, rng, sample_z
+
+QUALITY_SEED = 0
+BENCH_STREAM = 7010
+
+
+def time_fn(fn: Callable[[], Any], warmup: int = 3, repeats: int = 20) -> dict[str, float]:
+    """Median and IQR (ms) of ``repeats`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return {"median_ms": float(median), "iqr_ms": float(q3 - q1), "q1_ms": float(q1), "q3_ms": float(q3), "repeats": repeats}
+
+
+def _peak_conv_model() -> Any:
+    import torch
+
+    return torch.nn.Sequential(*[torch.nn.Conv2d(256, 256, 3, 1, 1, bias=False) for _ in range(4)]).eval()
+
+
+def peak_rates(threads: int, repeats: int = 10) -> dict[str, Any]:
+    """Measured dense rates of this machine: torch FP32 (matmul, conv), OpenVINO FP32 and INT8 conv."""
+    import torch
+
+    torch.set_num_threads(threads)
+    result: dict[str, Any] = {"threads": threads, "conv_workload": "4 x conv3x3 256->256 on 16x16, batch 64"}
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    t = time_fn(lambda: a @ b, 2, repeats)
+    result["torch_fp32_matmul_gflops"] = 2 * 1024**3 / t["median_ms"] / 1e6
+    model = _peak_conv_model()
+    x = torch.randn(64, 256, 16, 16)
+    ops = 2 * 4 * 64 * 16 * 16 * 256 * 256 * 9  # 2 ops per MAC
+    with torch.inference_mode():
+        t = time_fn(lambda: model(x), 2, repeats)
+    result["torch_fp32_conv_gflops"] = ops / t["median_ms"] / 1e6
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError:
+        return result
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "conv.onnx"
+        torch.onnx.export(model, (x[:1],), str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+        fp32 = ov.convert_model(str(path))
+    calibration = [np.random.default_rng(i).standard_normal((1, 256, 16, 16), dtype=np.float32) for i in range(8)]
+    nncf.set_log_level(logging.WARNING)
+    int8 = nncf.quantize(fp32, nncf.Dataset(calibration), subset_size=8)
+    core = ov.Core()
+    feed = x.numpy()
+    for name, ov_model in (("openvino_fp32_conv_gflops", fp32), ("openvino_int8_conv_gops", int8)):
+        ov_model.reshape({0: list(feed.shape)})
+        request = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                          "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+        t = time_fn(lambda: request.infer([feed]), 2, repeats)
+        result[name] = ops / t["median_ms"] / 1e6
+    result["peak_fp32_gflops"] = max(result["torch_fp32_matmul_gflops"], result["torch_fp32_conv_gflops"], result["openvino_fp32_conv_gflops"])
+    result["peak_int8_gops"] = result["openvino_int8_conv_gops"]
+    return result
+
+
+def torch_runner(model: Any, threads: int) -> Callable[[int], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def for_batch(_: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        def run(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+
+        return run
+
+    return for_batch
+
+
+def export_runner(path: Path, threads: int, inference_precision: str = "f32") -> Callable[[int], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    from distilgan.deploy.runtime import EdgeGenerator
+
+    cache: dict[int, Any] = {}
+
+    def for_batch(batch: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        if batch not in cache:
+            cache[batch] = EdgeGenerator(path, threads=threads, batch=batch, inference_precision=inference_precision).run
+        return cache[batch]
+
+    return for_batch
+
+
+def generate_all(run_for: Callable[[int], Callable], z: np.ndarray, labels: np.ndarray, batch: int = 64) -> np.ndarray:
+    """uint8 NHWC images for all z, ``batch`` at a time."""
+    run = run_for(batch)
+    parts = []
+    for start in range(0, len(z), batch):
+        parts.append(nchw_to_nhwc(float_to_uint8(run(z[start : start + batch], labels[start : start + batch]))))
+    return np.concatenate(parts)
+
+
+def pixel_quality(images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    diff = images.astype(np.float64) - reference.astype(np.float64)
+    mse = float((diff**2).mean())
+    return {"mean_abs_uint8": float(np.abs(diff).mean()), "psnr_db": float("inf") if mse == 0 else 10 * np.log10(255**2 / mse),
+            "identical_images": int((np.abs(diff).reshape(len(diff), -1).max(1) == 0).sum())}
+
+
+def time_variant(run_for: Callable[[int], Callable], z_dim: int, num_classes: int, batches: list[int], repeats: int) -> dict[str, Any]:
+    timings = {}
+    for batch in batches:
+        z = sample_z(rng(QUALITY_SEED, BENCH_STREAM, batch), batch, z_dim)
+        labels = balanced_labels(0, batch, range(num_classes))
+        run = run_for(batch)
+        timing = time_fn(lambda: run(z, labels), warmup=3, repeats=repeats)
+        timing["images_per_s"] = batch / timing["median_ms"] * 1e3
+        timings[str(batch)] = timing
+    return timings
+
+
+def variant_size(path: Path | None, checkpoint: Path | None) -> int:
+    if path is not None:
+        return sum(p.stat().st_size for p in path.iterdir() if p.name.startswith("model."))
+    return (checkpoint / "model.safetensors").stat().st_size if checkpoint else 0
+
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def fid_features(images: np.ndarray, network: Any) -> np.ndarray:
+    from distilgan.metrics.network import extract
+
+    return extract(network, images, batch_size=64, progress=True, desc="FID features")[0]
+
+
+def markdown_table(rows: list[dict[str, Any]], batches: list[int]) -> str:
+    small, large = str(min(batches)), str(max(batches))
+    head = (f"| variant | latency b{small} ms (IQR) | throughput b{large} img/s | speed-up vs torch fp32 | "
+            "size MB | params | MMACs/img | % of peak | PSNR dB | FID vs fp32 |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in rows:
+        lat, thr = row["timing"].get(small), row["timing"].get(large)
+        fid = row.get("fid_vs_fp32")
+        speedup, peak = row.get("speedup_vs_torch_fp32"), row.get("fraction_of_peak")
+        lines.append(
+            f"| {row['name']} | {lat['median_ms']:.3f} ({lat['iqr_ms']:.3f}) | {thr['images_per_s']:.0f} | "
+            f"{'-' if speedup is None else f'{speedup:.2f}x'} | {row['size_bytes'] / 1e6:.2f} | {row['params']:,} | "
+            f"{row['macs_per_image'] / 1e6:.1f} | {'-' if peak is None else f'{peak:.1%}'} | "
+            f"{row['quality']['psnr_db']:.1f} | {'-' if fid is None else f'{fid:.3f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def run_bench(
+    checkpoint: str,
+    backends: list[str],
+    precisions: list[str],
+    batches: list[int],
+    threads: int = 2,
+    fid_samples: int = 10000,
+    quality_samples: int = 10000,
+    repeats: int = 20,
+    extra: list[str] | None = None,
+    ablation: bool = False,
+    calibration_size: int = 512,
+    peak: bool = True,
+    workdir: str | None = None,
+) -> dict[str, Any]:
+    """Export every (backend, precision), time it, measure quality against the FP32 student."""
+    import torch
+
+    from distilgan.deploy.export import export_model, generator_facts, load_generator
+    from distilgan.deploy.runtime import read_export_info
+    from distilgan.models import resolve_checkpoint
+    from distilgan.utils.hashing import sha256_tree
+
+    folder = resolve_checkpoint(checkpoint)
+    model = load_generator(folder)
+    facts = generator_facts(model)
+    torch.set_num_threads(threads)
+    result: dict[str, Any] = {"checkpoint": str(folder), "fingerprint": sha256_tree(folder), "threads": threads,
+                              "batches": batches, "repeats": repeats, "load_avg_before": load_avg(),
+                              "cpu_count": os.cpu_count(), "model": facts}
+    scratch = tempfile.TemporaryDirectory(prefix="distilgan-bench-") if workdir is None else None
+    root = Path(workdir or scratch.name)  # type: ignore[union-attr]
+    variants: list[tuple[str, Callable, Path | None, dict[str, Any]]] = []
+    if "torch" in backends and "fp32" in precisions:
+        variants.append(("torch fp32 (eager)", torch_runner(model, threads), None, facts))
+    plan = [(b, p, False, False) for b in backends if b != "torch" for p in precisions]
+    if ablation and "openvino" in backends:
+        plan += [("openvino", "int8", True, False), ("openvino", "int8", False, True), ("openvino", "int8", True, True)]
+    for backend, precision, first, last in plan:
+        fmt = "openvino" if backend == "openvino" else "onnx"
+        suffix = ("-keep-first" if first else "") + ("-keep-last" if last else "")
+        path = root / f"{backend}-{precision}{suffix}"
+        export_model(model, path, fmt=fmt, precision=precision, calibration_size=calibration_size,
+                     keep_first=first, keep_last=last)
+        variants.append((f"{backend} {precision}{suffix}", export_runner(path, threads), path, facts))
+        if ablation and backend == "openvino" and not suffix and precision in ("fp32", "int8"):
+            variants.append((f"openvino {precision} bf16-compute", export_runner(path, threads, "bf16"), path, facts))
+    for path_text in extra or []:
+        path, info = read_export_info(path_text)
+        name = f"{info.get('source', {}).get('derived_by', path.name)} {info['format']} {info['precision']}"
+        variants.append((name, export_runner(path, threads), path, info))
+
+    n_quality = max(quality_samples, fid_samples)
+    z = sample_z(rng(QUALITY_SEED), n_quality, model.z_dim)
+    labels = balanced_labels(0, n_quality, range(model.num_classes))
+    reference = generate_all(torch_runner(model, threads), z, labels)
+    network = ref_features = None
+    if fid_samples > 0:
+        from distilgan.metrics.network import load_network
+
+        network = load_network()
+        ref_features = fid_features(reference[:fid_samples], network)
+        result["fid_protocol"] = {"network": network.describe(), "samples": fid_samples, "seed": QUALITY_SEED,
+                                  "labels": "balanced", "reference": "FP32 PyTorch student, same z and labels"}
+    rows = []
+    for name, run_for, path, info in variants:
+        print(f"bench: {name}", flush=True)
+        row: dict[str, Any] = {"name": name, "path": str(path) if path else None, "load_avg": load_avg(),
+                               "params": info["params"], "macs_per_image": info["macs_per_image"],
+                               "size_bytes": variant_size(path, folder),
+                               "timing": time_variant(run_for, model.z_dim, model.num_classes, batches, repeats)}
+        images = generate_all(run_for, z, labels)
+        row["quality"] = pixel_quality(images[:quality_samples], reference[:quality_samples])
+        row["quality"]["samples"] = min(quality_samples, n_quality)
+        if network is not None:
+            from distilgan.metrics.fid import fid_between_features
+
+            same = np.array_equal(images[:fid_samples], reference[:fid_samples])
+            row["fid_vs_fp32"] = 0.0 if same else fid_between_features(fid_features(images[:fid_samples], network), ref_features)
+        rows.append(row)
+    base = next((r for r in rows if r["name"].startswith("torch fp32")), None)
+    if peak:
+        result["peak"] = peak_rates(threads)
+    large = str(max(batches))
+    for row in rows:
+        if base is not None:
+            row["speedup_vs_torch_fp32"] = row["timing"][large]["images_per_s"] / base["timing"][large]["images_per_s"]
+        rate = 2 * row["macs_per_image"] * row["timing"][large]["images_per_s"] / 1e9
+        row["achieved_gops"] = rate
+        if "peak" in result and "peak_fp32_gflops" in result["peak"]:
+            ceiling = result["peak"]["peak_int8_gops"] if "int8" in row["name"] else result["peak"]["peak_fp32_gflops"]
+            row["fraction_of_peak"] = rate / ceiling
+    result["variants"] = rows
+    result["load_avg_after"] = load_avg()
+    result["table"] = markdown_table(rows, batches)
+    if scratch is not None:
+        scratch.cleanup()
+    return result

@@ -277,11 +277,28 @@ def _stream_ids(store_dir: Path, real_workers: bool = False, **kwargs) -> list[f
     stream.set_epoch(epoch)
     ids: list[float] = []
     if real_workers:
-        loader = torch.utils.data.DataLoader(stream, batch_size=5, num_workers=2)
-        for z, labels, images in loader:
-            assert z.dtype == torch.float32 and labels.dtype == torch.int64 and images.dtype == torch.float32
-            assert images.shape[1:] == (3, 4, 4) and images.min() >= -1 and images.max() <= 1
-            ids.extend(z[:, 0].tolist())
+        # Real DataLoader worker processes, in a fresh interpreter: earlier tests in this process start
+        # OpenVINO/onnxruntime/uvicorn threads, and a DataLoader started after them can crash pytest.
+        import json
+        import subprocess
+        import sys
+
+        script = (
+            "import json, sys, torch\n"
+            "from distilgan.data.store_stream import StoreStream\n"
+            "kw = json.loads(sys.argv[2]); epoch = kw.pop('epoch')\n"
+            "stream = StoreStream(sys.argv[1], **kw); stream.set_epoch(epoch)\n"
+            "ids = []\n"
+            "for z, labels, images in torch.utils.data.DataLoader(stream, batch_size=5, num_workers=2):\n"
+            "    assert z.dtype == torch.float32 and labels.dtype == torch.int64 and images.dtype == torch.float32\n"
+            "    assert images.shape[1:] == (3, 4, 4) and images.min() >= -1 and images.max() <= 1\n"
+            "    ids.extend(z[:, 0].tolist())\n"
+            "print(json.dumps(ids))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script, str(store_dir), json.dumps({**kwargs, "epoch": epoch})],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        ids.extend(json.loads(result.stdout.strip().splitlines()[-1]))
     else:
         original = store_stream.get_worker_info
         try:

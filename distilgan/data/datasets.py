@@ -10,7 +10,9 @@ The layout is detected from the path:
 - Class-folder tree (folder or zip): ``ROOT/<class>/*.png|jpg|jpeg|webp|bmp``, or with split folders
   ``ROOT/train/<class>/...``; a single wrapping folder inside a zip is skipped. Only images directly
   in ROOT (no class folders) form one class "unlabeled".
-- ``.npz``: ``images`` (or ``x``) uint8 NHWC or NCHW, ``labels`` (or ``y``), optional ``class_names``.
+- ``.npz``: ``images`` (or ``x``) uint8 NHWC or NCHW, ``labels`` (or ``y``), optional ``class_names``;
+  or a packed JPEG set: ``jpeg`` (all files concatenated), ``offsets`` (N + 1), ``labels``, ``classes``
+  (e.g. ``cifar10-train-jpeg-packed.npz``), decoded on open.
 
 Ordering is plain code-point order of names (as torchvision's ImageFolder and StyleGAN2-ADA sort),
 not natural order: ``img10.png`` comes before ``img2.png``; zero-padded names sort as expected.
@@ -247,7 +249,40 @@ def _read_image_source(files, split: str, source: str, workers: int | None) -> I
     return _read_class_tree(files, names, split, source, workers)
 
 
-def _read_npz(path: Path, split: str) -> ImageDataset:
+class _PackedJpegFiles:
+    """The ``files`` interface of ``decode_images`` over one concatenated JPEG buffer."""
+
+    def __init__(self, path: Path, jpeg: np.ndarray, offsets: np.ndarray) -> None:
+        self.path, self.jpeg, self.offsets = path, jpeg, offsets
+
+    def read(self, name: str) -> bytes:
+        i = int(name)
+        return self.jpeg[self.offsets[i] : self.offsets[i + 1]].tobytes()
+
+    def where(self, name: str) -> str:
+        return f"{self.path} image {name}"
+
+
+def _read_packed_jpeg(path: Path, arrays: dict[str, np.ndarray], split: str, workers: int | None) -> ImageDataset:
+    """A packed JPEG set: ``jpeg`` (uint8, the files concatenated), ``offsets`` (N + 1), ``labels``,
+    optional ``classes``; image i is the JPEG file ``jpeg[offsets[i]:offsets[i+1]]``."""
+    jpeg, offsets = arrays["jpeg"].reshape(-1), arrays["offsets"].reshape(-1).astype(np.int64)
+    count = len(offsets) - 1
+    if jpeg.dtype != np.uint8 or count < 1 or offsets[0] != 0 or offsets[-1] != len(jpeg) or np.any(np.diff(offsets) <= 0):
+        raise UserError(f"{path}: 'offsets' must rise from 0 to len(jpeg) = {len(jpeg)} over uint8 'jpeg' bytes "
+                        "(rebuild the packed file)")
+    labels = arrays["labels"].reshape(-1) if "labels" in arrays else np.zeros(count, np.int64)
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{path}: labels are {labels.dtype} {labels.shape}, expected {count} integers")
+    names = arrays.get("classes", arrays.get("class_names"))
+    class_names = [str(n) for n in names.reshape(-1)] if names is not None else \
+        [str(i) for i in range(int(labels.max()) + 1)] if "labels" in arrays else ["unlabeled"]
+    files = _PackedJpegFiles(path, jpeg, offsets)
+    images = decode_images(files, [str(i) for i in range(count)], workers, desc=path.name)
+    return ImageDataset(images, labels, class_names, str(path.resolve()), split, "npz-packed-jpeg")
+
+
+def _read_npz(path: Path, split: str, workers: int | None = None) -> ImageDataset:
     source = str(path)
     _only_train(split, source, "an .npz file")
     try:
@@ -255,6 +290,8 @@ def _read_npz(path: Path, split: str) -> ImageDataset:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise UserError(f"cannot read {path}: {err} (save it with numpy.savez, without object arrays)") from None
+    if "jpeg" in arrays and "offsets" in arrays:
+        return _read_packed_jpeg(path, arrays, split, workers)
     key = next((k for k in ("images", "x") if k in arrays), None)
     if key is None:
         raise UserError(f"{path} has no 'images' (or 'x') array; it has: {', '.join(arrays) or 'nothing'}")
@@ -331,7 +368,7 @@ def open_dataset(
         return _read_image_source(FolderFiles(path), split, str(path.resolve()), workers)
     suffix = path.name.lower()
     if suffix.endswith(".npz"):
-        return _read_npz(path, split)
+        return _read_npz(path, split, workers)
     if suffix.endswith(".zip"):
         archive = ZipFiles(path)
         try:

@@ -44,8 +44,10 @@ class TrainConfig:
     # EMA copy of G
     ema: bool = True
     ema_decay: float = 0.999
+    ema_start: int = 0  # steps before which the EMA copy just follows G (BigGAN's ema_start)
     # bookkeeping
     ckpt_every: int = 10  # epochs
+    ckpt_every_steps: int | None = None  # also every this many steps (long epochs, slow machines)
     grid_every: int = 1  # epochs
     log_every: int = 10  # steps
     grid_columns: int = 10
@@ -60,16 +62,21 @@ class TrainConfig:
 # how long to train (to extend a finished run; with --lr-decay-start the decay then stretches to the
 # new end). Everything else changes the maths of the run, so a difference is an error.
 RESUME_FREE_KEYS = frozenset(
-    {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "grid_every", "log_every",
+    {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "ckpt_every_steps", "grid_every", "log_every",
      "epochs", "max_steps"}
 )
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> annotation of a config dataclass (TrainConfig or a subclass with more keys)."""
+    return FIELD_TYPES if cls is TrainConfig else {f.name: f.type for f in fields(cls)}
+
+
+def _coerce(key: str, value: Any, cls: type = TrainConfig) -> Any:
     """Cast a YAML/CLI value to the field's type; a one-line error when it cannot be."""
-    kind = str(FIELD_TYPES[key])
+    kind = str(_field_types(cls)[key])
     if value is None:
         if "None" in kind:
             return None
@@ -98,18 +105,19 @@ def _coerce(key: str, value: Any) -> Any:
         raise UserError(f"config key '{key}' has a bad value {value!r} (expected {kind})") from None
 
 
-def normalise_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+def normalise_keys(values: Mapping[str, Any], source: str, cls: type = TrainConfig) -> dict[str, Any]:
     """Accept ``lr-g`` or ``lr_g``; reject unknown keys, naming them."""
+    types = _field_types(cls)
     out: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
-        if key not in FIELD_TYPES:
+        if key not in types:
             raise UserError(f"unknown config key '{raw_key}' in {source} (see docs/training.md for the keys)")
-        out[key] = _coerce(key, value)
+        out[key] = _coerce(key, value, cls)
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, cls: type = TrainConfig) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
@@ -121,19 +129,23 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, Mapping):
         raise UserError(f"config file {path} must hold a mapping of key: value")
-    return normalise_keys(values, str(path))
+    return normalise_keys(values, str(path), cls)
 
 
 def resolve_config(
     cli: Mapping[str, Any],
     file_values: Mapping[str, Any] | None = None,
     saved: Mapping[str, Any] | None = None,
+    cls: type = TrainConfig,
 ) -> TrainConfig:
-    """Defaults, then the saved run (on resume), then the YAML file, then the options given."""
-    merged: dict[str, Any] = dataclasses.asdict(TrainConfig())
+    """Defaults, then the saved run (on resume), then the YAML file, then the options given.
+
+    ``cls`` is TrainConfig or a subclass carrying an objective's own keys (e.g. the teacher's).
+    """
+    merged: dict[str, Any] = dataclasses.asdict(cls())
     for layer in (saved or {}, file_values or {}, {k: v for k, v in cli.items() if v is not None}):
-        merged.update(normalise_keys(layer, "the options"))
-    config = TrainConfig(**merged)
+        merged.update(normalise_keys(layer, "the options", cls))
+    config = cls(**merged)
     validate(config)
     return config
 
@@ -145,9 +157,10 @@ def validate(config: TrainConfig) -> None:
             raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for name in ("batch_size", "epochs", "gstep", "ckpt_every", "grid_every", "log_every", "grid_columns",
-                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d"):
+                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps"):
         positive(name)
-    for name in ("lambda_pixel", "pixel_decay", "lambda_gan_g", "lambda_gan_d", "workers", "lr_decay_start"):
+    for name in ("lambda_pixel", "pixel_decay", "lambda_gan_g", "lambda_gan_d", "workers", "lr_decay_start",
+                 "ema_start"):
         positive(name, allow_zero=True)
     for name in ("beta1", "beta2", "ema_decay"):
         if not 0.0 <= getattr(config, name) < 1.0:
@@ -166,11 +179,12 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def check_resume_compatible(saved: Mapping[str, Any], current: TrainConfig) -> None:
+def check_resume_compatible(saved: Mapping[str, Any], current: TrainConfig,
+                            free_keys: frozenset[str] = RESUME_FREE_KEYS) -> None:
     """Raise naming the first key whose value differs from the run being resumed."""
     now = config_to_dict(current)
     for key, old in saved.items():
-        if key in RESUME_FREE_KEYS or key not in now:
+        if key in free_keys or key not in now:
             continue
         if now[key] != old:
             raise UserError(

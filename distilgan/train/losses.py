@@ -182,3 +182,120 @@ class DistillationObjective:
         terms["g/total"] = total
         terms["g/lambda_pixel"] = torch.tensor(lambda_pixel)
         return total, terms
+
+
+class GANObjective:
+    """A class-conditional GAN on real data (the BigGAN-style teacher): hinge loss + DiffAugment.
+
+    One loop step is one D step on a real batch; G steps after every ``d_steps`` D steps (BigGAN's
+    num_D_steps), on fresh z and uniformly drawn labels.
+
+    D: mean relu(1 - D(A(x), y_x)) + mean relu(1 + D(A(G(z, y)), y))  [+ lecam * R_LC]
+    G: -mean D(A(G(z', y')), y')
+
+    A is DiffAugment with ``policy`` (empty: none), fresh random numbers on every call, applied to
+    real and fake images alike so D never sees an unaugmented image and G's gradient flows through A.
+    R_LC (LeCam, Tseng et al. 2021) = mean relu(D(real) - ema_fake)^2 + mean relu(ema_real - D(fake))^2,
+    with ema_* exponential averages (decay ``lecam_decay``) of D's mean outputs, kept on the device
+    and saved with the training state.
+    ``compile`` wraps G and D in torch.compile for the forward passes of the loss (CUDA only: the
+    trainer keeps the plain modules for saving, EMA and grids); the augmentation's random numbers
+    are drawn eagerly, outside the compiled graphs.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        *,
+        z_dim: int,
+        num_classes: int,
+        d_steps: int = 4,
+        policy: str = "translation,cutout",
+        lecam: float = 0.0,
+        lecam_decay: float = 0.99,
+        compile: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        from distilgan.train.augment import parse_policy
+
+        if d_steps < 1:
+            raise ValueError("d_steps must be >= 1")
+        parse_policy(policy)  # a bad policy fails now, not at the first step
+        self.G, self.D = generator, discriminator
+        self.G_forward = torch.compile(generator) if compile else generator
+        self.D_forward = torch.compile(discriminator) if compile else discriminator
+        self.z_dim, self.num_classes, self.d_steps = z_dim, num_classes, d_steps
+        self.policy, self.lecam, self.lecam_decay = policy, lecam, lecam_decay
+        self.noise = torch.Generator().manual_seed(int(rng(seed, NOISE_STREAM, rank).integers(2**62)))
+        self.ema_real: Tensor | None = None
+        self.ema_fake: Tensor | None = None
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"objective_noise": self.noise}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema_real": self.ema_real, "ema_fake": self.ema_fake}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = next(self.D.parameters()).device
+        for name in ("ema_real", "ema_fake"):
+            value = state.get(name)
+            setattr(self, name, value.to(device) if value is not None else None)
+
+    def generator_update_due(self, step: int) -> bool:
+        return (step + 1) % self.d_steps == 0
+
+    # -- noise and augmentation -----------------------------------------------------------------
+    def fresh_inputs(self, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """z ~ N(0, I) and uniform labels from the objective's own stream (same numbers on any device)."""
+        z = torch.randn(n, self.z_dim, generator=self.noise)
+        labels = torch.randint(self.num_classes, (n,), generator=self.noise)
+        return z.to(device), labels.to(device)
+
+    def augment(self, images: Tensor) -> Tensor:
+        from distilgan.train.augment import apply_augment, draw_params
+
+        if not self.policy:
+            return images
+        return apply_augment(images, self.policy, draw_params(images, self.policy, self.noise))
+
+    def _lecam_term(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        real_mean, fake_mean = real_logits.detach().float().mean(), fake_logits.detach().float().mean()
+        if self.ema_real is None:  # first step: start the averages at the current outputs
+            self.ema_real, self.ema_fake = real_mean.clone(), fake_mean.clone()
+        else:
+            self.ema_real = torch.lerp(self.ema_real, real_mean, 1.0 - self.lecam_decay)
+            self.ema_fake = torch.lerp(self.ema_fake, fake_mean, 1.0 - self.lecam_decay)
+        return (F.relu(real_logits.float() - self.ema_fake).pow(2).mean()
+                + F.relu(self.ema_real - fake_logits.float()).pow(2).mean())
+
+    # -- losses -----------------------------------------------------------------------------------
+    def discriminator_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Terms]:
+        real, real_labels = batch["real_images"], batch["real_labels"]
+        n = real.shape[0]
+        z, fake_labels = self.fresh_inputs(n, real.device)
+        with torch.no_grad():
+            fakes = self.G_forward(z, fake_labels)
+        # each half its own draw; one D forward for both (one spectral-norm update per step)
+        images = torch.cat([self.augment(real), self.augment(fakes.to(real.dtype))])
+        logits = self.D_forward(images.detach(), torch.cat([real_labels, fake_labels]))
+        terms: Terms = {"d/real": hinge_d_real(logits[:n]), "d/fake": hinge_d_fake(logits[n:])}
+        total = terms["d/real"] + terms["d/fake"]
+        terms["d/real_logit"] = logits[:n].detach().float().mean()
+        terms["d/fake_logit"] = logits[n:].detach().float().mean()
+        if self.lecam > 0:
+            terms["d/lecam"] = self._lecam_term(logits[:n], logits[n:])
+            total = total + self.lecam * terms["d/lecam"]
+        terms["d/total"] = total
+        return total, terms
+
+    def generator_loss(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Terms]:
+        n = batch["real_labels"].shape[0]
+        z, labels = self.fresh_inputs(n, batch["real_labels"].device)
+        logits = self.D_forward(self.augment(self.G_forward(z, labels)), labels)
+        terms: Terms = {"g/gan": hinge_g(logits)}
+        terms["g/total"] = terms["g/gan"]
+        return terms["g/total"], terms

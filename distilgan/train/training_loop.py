@@ -231,6 +231,48 @@ class StoreBatches:
             self.real.load_state_dict(state["real"])
 
 
+class RealBatches:
+    """Real-data-only batches (a GAN trained on a dataset, e.g. the teacher): one pass per epoch.
+
+    The order of epoch e is a permutation drawn from (seed, e), so resuming mid-epoch only skips
+    batches; ``mirror`` flips a random half of the images left-right (BigGAN's mirror_augment),
+    also drawn from (seed, e). Each rank takes its slice of every global batch.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, dist: DistContext,
+                 mirror: bool = False) -> None:
+        if batch_size % dist.world_size:
+            raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes")
+        if len(images) < batch_size:
+            raise UserError(f"the dataset has {len(images)} images, fewer than one batch of {batch_size} "
+                            "(lower --batch-size)")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.batch_size, self.seed, self.dist, self.mirror = batch_size, seed, dist, mirror
+        self.local = batch_size // dist.world_size
+        self.steps_per_epoch = len(images) // batch_size
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Tensor]]:
+        gen = rng(self.seed, REAL_STREAM, epoch)
+        order = gen.permutation(len(self.images))
+        flips = gen.random(len(self.images)) < 0.5
+        device = self.dist.device
+        for index in range(skip, self.steps_per_epoch):
+            start = index * self.batch_size + self.dist.rank * self.local
+            chosen = order[start : start + self.local]
+            images = self.images[chosen]
+            if self.mirror:
+                images = np.where(flips[chosen, None, None, None], images[:, :, ::-1], images)
+            pixels = torch.from_numpy(uint8_to_float(nhwc_to_nchw(images)))
+            yield {"real_images": pixels.to(device, non_blocking=True),
+                   "real_labels": torch.from_numpy(self.labels[chosen]).to(device, non_blocking=True)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the position is (epoch, batch_in_epoch), kept by the trainer
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 # -- the loop -----------------------------------------------------------------------------------
 def lr_factor(step: int, decay_start: int | None, total_steps: int) -> float:
     """1 until ``decay_start``, then linearly to 0 at ``total_steps``."""
@@ -244,8 +286,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, generator: nn.Module, discriminator: nn.Module, objective: Any,
                  source: BatchSource | None = None, run_dir: str | Path | None = None,
-                 dist: DistContext | None = None) -> None:
-        self.config, self.objective, self.source = config, objective, source
+                 dist: DistContext | None = None, name: str = "distill") -> None:
+        self.config, self.objective, self.source, self.name = config, objective, source, name
         self.dist = dist or DistContext()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.G, self.D = generator.to(self.dist.device), discriminator.to(self.dist.device)
@@ -305,7 +347,10 @@ class Trainer:
             self._update(g_loss, self.G, self.opt_g)
             terms = {**terms, **g_terms}
             if self.ema is not None:
-                self.ema.update(self.G)
+                if step < self.config.ema_start:  # before ema_start the copy just follows G (BigGAN)
+                    self.ema.shadow.load_state_dict(self.G.state_dict())
+                else:
+                    self.ema.update(self.G)
         self.D.requires_grad_(True)
         self.step += 1
         return {**terms, "lr_g": torch.tensor(self.config.lr_g * factor), "lr_d": torch.tensor(self.config.lr_d * factor)}
@@ -412,7 +457,7 @@ class Trainer:
         kill_at = int(os.environ.get(KILL_ENV, "0"))
         global_batch = config.batch_size
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
-                   dynamic_ncols=True, desc="distill")
+                   dynamic_ncols=True, desc=self.name)
         last_time, last_step, grid_epoch = time.perf_counter(), self.step, -1
         try:
             while self.step < self.total_steps:
@@ -430,6 +475,9 @@ class Trainer:
                         bar.set_postfix({"samples/s": f"{scalars['samples_per_s']:.0f}",
                                          "d": f"{scalars['d/total']:.3f}",
                                          "g": f"{scalars.get('g/total', float('nan')):.3f}"})
+                    every = config.ckpt_every_steps
+                    if every and self.step % every == 0 and self.step < self.total_steps:
+                        self.save_checkpoint()  # mid-epoch is fine: resume skips the batches done
                     if kill_at and self.step == kill_at:
                         if logger is not None:
                             logger.flush()

@@ -248,10 +248,34 @@ def test_backends(checkpoint):
     backend = load_backend("torch", checkpoint)
     images = backend.generate(np.zeros((2, 16), np.float32), np.array([0, 2]))
     assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
-    with pytest.raises(UserError, match="openvino is not available yet"):
+    with pytest.raises(UserError, match="distilgan-export.json"):  # a checkpoint is not an export
         load_backend("openvino", checkpoint)
     with pytest.raises(UserError, match="unknown backend"):
         load_backend("tensorrt", checkpoint)
+
+
+def test_exported_model_serves_the_same_images_without_torch_backend(checkpoint, tmp_path):
+    """`serve --backend openvino --model DIR`: the exported IR gives the torch backend's images (to uint8
+    rounding of the export's float error), and the app serves it like a checkpoint."""
+    pytest.importorskip("openvino")
+    from fastapi.testclient import TestClient
+
+    from distilgan.deploy.export import export_checkpoint
+    from distilgan.serve.app import create_app
+    from distilgan.serve.backend import load_backend
+
+    export_checkpoint(checkpoint, tmp_path / "ov", fmt="openvino", precision="fp32")
+    exported, reference = load_backend("openvino", tmp_path / "ov"), load_backend("torch", checkpoint)
+    z = np.random.default_rng(0).standard_normal((6, exported.z_dim)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    diff = np.abs(exported.generate(z, labels).astype(int) - reference.generate(z, labels).astype(int))
+    assert diff.max() <= 1 and exported.class_names == reference.class_names
+    with pytest.raises(UserError, match="--backend openvino"):
+        load_backend("onnxruntime", tmp_path / "ov")
+    with TestClient(create_app(exported, max_count=8)) as client:
+        response = client.post("/generate", json={"labels": [0, 2], "count": 2, "seed": 1})
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert client.get("/model").json()["backend"] == "openvino"
 
 
 def test_cli_errors_are_one_line(cli, checkpoint, tmp_path):
@@ -259,7 +283,7 @@ def test_cli_errors_are_one_line(cli, checkpoint, tmp_path):
         (("--checkpoint", tmp_path / "missing"), "checkpoint not found"),
         (("--checkpoint", checkpoint, "--max-count", "0"), "--max-count must be >= 1"),
         (("--checkpoint", checkpoint, "--port", "70000"), "--port must be in 0..65535"),
-        (("--checkpoint", checkpoint, "--backend", "openvino"), "not available yet"),
+        (("--checkpoint", checkpoint, "--backend", "openvino"), "distilgan-export.json"),
     ):
         code, _, err = cli("serve", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

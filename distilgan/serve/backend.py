@@ -4,8 +4,8 @@ A backend turns (z float32 (N, z_dim), labels int64 (N,)) into uint8 NHWC images
 z itself (``distilgan.utils.noise``, from the request's seed), so every backend gives the same
 images for the same request as ``StudentGenerator.generate`` and ``distilgan generate`` do.
 
-``openvino`` is reserved for models exported by a later step of the pipeline; asking for it now
-is a one-line error.
+``openvino`` (and ``onnxruntime``) serve a folder written by ``distilgan export`` through the
+torch-free runtime (:mod:`distilgan.deploy.runtime`): what an edge box installs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from distilgan.errors import UserError
 
-BACKENDS = ("torch", "openvino")
+BACKENDS = ("torch", "openvino", "onnxruntime")
 # Metadata keys whose values are evaluation figures worth showing next to the model.
 FIGURE_KEYS = ("metrics", "eval", "evaluation", "protocol", "fid", "kid", "is", "scores")
 
@@ -99,6 +99,42 @@ class TorchBackend:
         return {**self._facts, "device": str(self.generator.device)}
 
 
+class ExportedBackend:
+    """A model exported by ``distilgan export`` (OpenVINO IR or ONNX), run without PyTorch."""
+
+    def __init__(self, kind: str, export_dir: str | os.PathLike) -> None:
+        from distilgan.deploy.runtime import EdgeGenerator
+
+        self.generator = EdgeGenerator(export_dir)
+        if self.generator.backend != kind:
+            raise UserError(
+                f"{export_dir} holds a {self.generator.format} export, which runs with --backend {self.generator.backend}, "
+                f"not {kind} (export again with --format {kind if kind == 'openvino' else 'onnx'})"
+            )
+        self.name = kind
+        self.folder = self.generator.folder
+        self.z_dim, self.num_classes = self.generator.z_dim, self.generator.num_classes
+        self.resolution, self.channels = self.generator.resolution, self.generator.channels
+        self.class_names = self.generator.class_names
+
+    def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+
+        return nchw_to_nhwc(float_to_uint8(self.generator.run(z, labels)))
+
+    def describe(self) -> dict[str, Any]:
+        info = self.generator.info
+        return {
+            "architecture": info.get("architecture", "exported generator"),
+            "checkpoint": str(self.folder),
+            "export": {key: value for key, value in info.items() if key not in ("class_names",)},
+            "macs_per_image": info.get("macs_per_image"),
+            "parameters": info.get("parameters"),
+            "figures": collect_figures(self.folder, {}),
+            "device": "cpu",
+        }
+
+
 def collect_figures(folder: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     """Evaluation figures saved with a checkpoint: metadata entries named like metrics, and
     ``metrics*.json`` / ``eval*.json`` files in its folder (each with the protocol it carries)."""
@@ -116,12 +152,11 @@ def load_backend(kind: str, checkpoint: str | os.PathLike, device: str = "cpu") 
     """The backend ``kind`` with ``checkpoint`` loaded; one-line UserError for what cannot work."""
     if kind == "torch":
         return TorchBackend(checkpoint, device=device)
-    if kind == "openvino":
-        raise UserError(
-            "--backend openvino is not available yet: it needs a model exported to OpenVINO IR, which "
-            "this distilgan cannot make yet (use --backend torch with the checkpoint folder)"
-        )
+    if kind in ("openvino", "onnxruntime"):
+        if device != "cpu":
+            raise UserError(f"--backend {kind} runs on the CPU here (drop --device {device})")
+        return ExportedBackend(kind, checkpoint)
     raise UserError(f"unknown backend '{kind}' (use one of {', '.join(BACKENDS)})")
 
 
-__all__ = ["BACKENDS", "Backend", "TorchBackend", "collect_figures", "load_backend"]
+__all__ = ["BACKENDS", "Backend", "ExportedBackend", "TorchBackend", "collect_figures", "load_backend"]

@@ -304,3 +304,16 @@ def test_gif_from_grids(reference_run: Path, tmp_path: Path, cli) -> None:
     (tmp_path / "empty").mkdir()
     code, _, err = cli("gif", tmp_path / "empty")
     assert code == 2 and "no grids" in err
+
+
+def test_terms_of_some_steps_reach_a_sparser_log(store: Path, tmp_path: Path, cli) -> None:
+    """With the defaults' shape (adversarial G terms every gstep steps, logging every log_every steps, the
+    two never on the same step) the log still carries the adversarial terms: their latest values."""
+    out = tmp_path / "sparse-log"
+    args = list(TINY)
+    args[args.index("--log-every") + 1], args[args.index("--gstep") + 1] = "4", "4"
+    code, _, err = cli("distill", "--data", store, "--out", out, "--max-steps", "8", *args)
+    assert code == 0, err
+    records = read_log(out)
+    assert [r["step"] for r in records] == [4, 8]  # adversarial steps are 1 and 5 (0-based 0 and 4)
+    assert all(math.isfinite(r["g/gan"]) and math.isfinite(r["g/gan_fresh"]) for r in records)

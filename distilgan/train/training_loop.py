@@ -459,14 +459,18 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
                    dynamic_ncols=True, desc=self.name)
         last_time, last_step, grid_epoch = time.perf_counter(), self.step, -1
+        # Terms seen since the last log, latest value of each: terms that only occur on some steps
+        # (G's adversarial terms every gstep steps) reach the log even when no logged step has them.
+        pending: dict[str, Tensor] = {}
         try:
             while self.step < self.total_steps:
                 for batch in source.batches(self.epoch, skip=self.batch_in_epoch):
                     terms = self.train_step(batch)
+                    pending.update(terms)
                     self.batch_in_epoch += 1
                     bar.update(1)
                     if self.step % config.log_every == 0 or self.step == self.total_steps:
-                        scalars = self.reduce_terms(terms)
+                        scalars, pending = self.reduce_terms(pending), {}
                         now = time.perf_counter()
                         scalars["samples_per_s"] = global_batch * (self.step - last_step) / max(now - last_time, 1e-9)
                         last_time, last_step = now, self.step

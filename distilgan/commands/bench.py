@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", default="1,64", help="comma list of batch sizes (default 1,64)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every backend (default 2)")
     parser.add_argument("--fid-samples", type=int, default=10000, help="FID samples vs the FP32 student (0 skips; default 10000)")
+    parser.add_argument("--fid-variants", default="", metavar="NAMES",
+                        help="comma list of variant names as in the table (e.g. 'openvino int8,prune openvino int8'): "
+                             "FID only for those (default: all; every FID costs --fid-samples Inception passes)")
     parser.add_argument("--quality-samples", type=int, default=10000, help="samples for PSNR vs FP32 (default 10000)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (default 20)")
     parser.add_argument("--extra", action="append", default=[], metavar="EXPORT_DIR",
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         require("openvino", "--backends openvino")
     result = run_bench(args.checkpoint, backends, precisions, batches, threads=args.threads, fid_samples=args.fid_samples,
                        quality_samples=args.quality_samples, repeats=args.repeats, extra=args.extra,
-                       ablation=args.int8_ablation, peak=not args.no_peak)
+                       ablation=args.int8_ablation, peak=not args.no_peak,
+                       fid_for=_list(args.fid_variants))
     print(result["table"])
     if "peak" in result:
         p = result["peak"]

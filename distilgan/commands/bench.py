@@ -32,7 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="comma list of variant names as in the table (e.g. 'openvino int8,prune openvino int8'): "
                              "FID only for those (default: all; every FID costs --fid-samples Inception passes)")
     parser.add_argument("--quality-samples", type=int, default=10000, help="samples for PSNR vs FP32 (default 10000)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement (default 20)")
+    parser.add_argument("--repeats", type=int, default=20, help="at least this many timed calls per measurement (default 20)")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="time each measurement for at least this long, after half as long of warm-up (default 2)")
     parser.add_argument("--extra", action="append", default=[], metavar="EXPORT_DIR",
                         help="also bench an existing export folder (e.g. from qat or prune); repeatable")
     parser.add_argument("--int8-ablation", action="store_true", help="add OpenVINO INT8 with --keep-first/--keep-last variants")
@@ -55,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch must be a comma list of integers, got '{args.batch}'") from None
     if not backends or not precisions or not batches or min(batches) < 1:
         raise UserError("give at least one backend, one precision and batch sizes >= 1")
-    if args.threads < 1 or args.repeats < 1 or args.fid_samples < 0 or args.quality_samples < 1:
-        raise UserError("--threads and --repeats must be >= 1, --fid-samples >= 0, --quality-samples >= 1")
+    if args.threads < 1 or args.repeats < 1 or args.fid_samples < 0 or args.quality_samples < 1 or args.min_seconds < 0:
+        raise UserError("--threads and --repeats must be >= 1, --fid-samples and --min-seconds >= 0, --quality-samples >= 1")
     if "openvino" in backends or args.extra:
         from distilgan.deploy import require
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(args.checkpoint, backends, precisions, batches, threads=args.threads, fid_samples=args.fid_samples,
                        quality_samples=args.quality_samples, repeats=args.repeats, extra=args.extra,
                        ablation=args.int8_ablation, peak=not args.no_peak,
-                       fid_for=_list(args.fid_variants))
+                       fid_for=_list(args.fid_variants), min_seconds=args.min_seconds)
     print(result["table"])
     if "peak" in result:
         p = result["peak"]

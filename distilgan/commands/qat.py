@@ -25,6 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the training z (default 0)")
     parser.add_argument("--format", default="openvino", help="export format: openvino (default) or onnx")
     parser.add_argument("--calibration-size", type=int, default=512, help="calibration samples (default 512)")
+    parser.add_argument("--int8", choices=("nncf", "qat"), default="nncf",
+                        help="INT8 scales of the export: NNCF post-training quantisation of the fine-tuned weights "
+                             "(nncf, default: better on the students measured so far, docs/deploy.md) or exactly the "
+                             "scales trained with (qat: QuantizeLinear/DequantizeLinear -> FakeQuantize)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(func=run)
 
@@ -46,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_generator(args.checkpoint)
-    tuned, report = quantization_aware_training(
+    tuned, report, fake_quantised = quantization_aware_training(
         model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         feature_weight=args.feature_weight, calibration_size=args.calibration_size,
     )
     print(f"qat: L1 to FP32 under fake INT8 {report['l1_fake_int8_before']:.4g} -> {report['l1_fake_int8_after']:.4g}")
-    finish_training_command(model, tuned, args.checkpoint, Path(args.out), fmt, "qat", report, args.calibration_size)
+    report["int8_scales"] = args.int8
+    finish_training_command(model, tuned, args.checkpoint, Path(args.out), fmt, "qat", report, args.calibration_size,
+                            quantized=fake_quantised if args.int8 == "qat" else None)
     return 0

@@ -1,6 +1,7 @@
 """Benchmark exported variants of one student: latency, throughput, size, MACs, quality, peak rates.
 
-Timing: ``warmup`` untimed calls, then ``repeats`` timed calls of the same fixed inputs; we report
+Timing: untimed warm-up calls (at least 5, and ``min_seconds`` / 2), then timed calls of the same
+fixed inputs (at least ``repeats``, and for at least ``min_seconds``, default 2 s); we report
 the median and the interquartile range (IQR = q3 - q1) in milliseconds. Latency is at batch 1,
 throughput at the largest batch (images/s = batch / median seconds). OpenVINO models are compiled
 for each batch size (static shapes, PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS=threads,
@@ -37,17 +38,27 @@ QUALITY_SEED = 0
 BENCH_STREAM = 7010
 
 
-def time_fn(fn: Callable[[], Any], warmup: int = 3, repeats: int = 20) -> dict[str, float]:
-    """Median and IQR (ms) of ``repeats`` timed calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
+def time_fn(fn: Callable[[], Any], warmup: int = 3, repeats: int = 20, min_seconds: float = 0.0) -> dict[str, float]:
+    """Median and IQR (ms) of timed calls after untimed warm-up ones.
+
+    At least ``warmup`` / ``repeats`` calls, and with ``min_seconds`` > 0 at least that long for each
+    phase: a sub-millisecond call needs hundreds of repeats (and the first calls after compiling are
+    slow: memory allocation, caches), as OpenVINO's benchmark_app's time-based runs assume.
+    """
+    start = time.perf_counter()
+    calls = 0
+    while calls < warmup or time.perf_counter() - start < min_seconds / 2:
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+        calls += 1
+    times: list[float] = []
+    began = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - began < min_seconds and len(times) < 100_000):
+        t0 = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((time.perf_counter() - t0) * 1e3)
     q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return {"median_ms": float(median), "iqr_ms": float(q3 - q1), "q1_ms": float(q1), "q3_ms": float(q3), "repeats": repeats}
+    return {"median_ms": float(median), "iqr_ms": float(q3 - q1), "q1_ms": float(q1), "q3_ms": float(q3),
+            "repeats": len(times), "warmup_calls": calls}
 
 
 def _peak_conv_model() -> Any:
@@ -140,13 +151,14 @@ def pixel_quality(images: np.ndarray, reference: np.ndarray) -> dict[str, float]
             "identical_images": int((np.abs(diff).reshape(len(diff), -1).max(1) == 0).sum())}
 
 
-def time_variant(run_for: Callable[[int], Callable], z_dim: int, num_classes: int, batches: list[int], repeats: int) -> dict[str, Any]:
+def time_variant(run_for: Callable[[int], Callable], z_dim: int, num_classes: int, batches: list[int], repeats: int,
+                 min_seconds: float = 2.0) -> dict[str, Any]:
     timings = {}
     for batch in batches:
         z = sample_z(rng(QUALITY_SEED, BENCH_STREAM, batch), batch, z_dim)
         labels = balanced_labels(0, batch, range(num_classes))
         run = run_for(batch)
-        timing = time_fn(lambda: run(z, labels), warmup=3, repeats=repeats)
+        timing = time_fn(lambda: run(z, labels), warmup=5, repeats=repeats, min_seconds=min_seconds)
         timing["images_per_s"] = batch / timing["median_ms"] * 1e3
         timings[str(batch)] = timing
     return timings
@@ -201,6 +213,7 @@ def run_bench(
     peak: bool = True,
     workdir: str | None = None,
     fid_for: list[str] | None = None,
+    min_seconds: float = 2.0,
 ) -> dict[str, Any]:
     """Export every (backend, precision), time it, measure quality against the FP32 student.
 
@@ -219,7 +232,7 @@ def run_bench(
     facts = generator_facts(model)
     torch.set_num_threads(threads)
     result: dict[str, Any] = {"checkpoint": str(folder), "fingerprint": sha256_tree(folder), "threads": threads,
-                              "batches": batches, "repeats": repeats, "load_avg_before": load_avg(),
+                              "batches": batches, "repeats": repeats, "min_seconds": min_seconds, "load_avg_before": load_avg(),
                               "cpu_count": os.cpu_count(), "model": facts}
     scratch = tempfile.TemporaryDirectory(prefix="distilgan-bench-") if workdir is None else None
     root = Path(workdir or scratch.name)  # type: ignore[union-attr]
@@ -243,6 +256,18 @@ def run_bench(
         name = f"{info.get('source', {}).get('derived_by', path.name)} {info['format']} {info['precision']}"
         variants.append((name, export_runner(path, threads), path, info))
 
+    # Every variant is timed first, back to back, so that the long quality work (10,000 samples per
+    # variant, Inception features) neither warms nor loads the machine between timings.
+    rows = []
+    for name, run_for, path, info in variants:
+        print(f"bench: timing {name}", flush=True)
+        rows.append({"name": name, "path": str(path) if path else None, "load_avg": load_avg(),
+                     "params": info["params"], "macs_per_image": info["macs_per_image"],
+                     "size_bytes": variant_size(path, folder),
+                     "timing": time_variant(run_for, model.z_dim, model.num_classes, batches, repeats, min_seconds)})
+    if peak:
+        result["peak"] = peak_rates(threads)
+
     n_quality = max(quality_samples, fid_samples)
     z = sample_z(rng(QUALITY_SEED), n_quality, model.z_dim)
     labels = balanced_labels(0, n_quality, range(model.num_classes))
@@ -255,26 +280,17 @@ def run_bench(
         ref_features = fid_features(reference[:fid_samples], network)
         result["fid_protocol"] = {"network": network.describe(), "samples": fid_samples, "seed": QUALITY_SEED,
                                   "labels": "balanced", "reference": "FP32 PyTorch student, same z and labels"}
-    rows = []
-    for name, run_for, path, info in variants:
-        print(f"bench: {name}", flush=True)
-        row: dict[str, Any] = {"name": name, "path": str(path) if path else None, "load_avg": load_avg(),
-                               "params": info["params"], "macs_per_image": info["macs_per_image"],
-                               "size_bytes": variant_size(path, folder),
-                               "timing": time_variant(run_for, model.z_dim, model.num_classes, batches, repeats)}
+    for row, (name, run_for, _, _) in zip(rows, variants):
+        print(f"bench: quality {name}", flush=True)
         images = generate_all(run_for, z, labels)
         row["quality"] = pixel_quality(images[:quality_samples], reference[:quality_samples])
         row["quality"]["samples"] = min(quality_samples, n_quality)
-        wants_fid = not fid_for or name in fid_for
-        if network is not None and wants_fid:
+        if network is not None and (not fid_for or name in fid_for):
             from distilgan.metrics.fid import fid_between_features
 
             same = np.array_equal(images[:fid_samples], reference[:fid_samples])
             row["fid_vs_fp32"] = 0.0 if same else fid_between_features(fid_features(images[:fid_samples], network), ref_features)
-        rows.append(row)
     base = next((r for r in rows if r["name"].startswith("torch fp32")), None)
-    if peak:
-        result["peak"] = peak_rates(threads)
     large = str(max(batches))
     for row in rows:
         if base is not None:

@@ -192,15 +192,22 @@ def export_model(
     keep_last: bool = False,
     preset: str = "performance",
     source: dict[str, Any] | None = None,
+    quantized_model: Any | None = None,
 ) -> dict[str, Any]:
-    """Write the export folder ``out`` atomically; returns the contents of distilgan-export.json."""
+    """Write the export folder ``out`` atomically; returns the contents of distilgan-export.json.
+
+    ``quantized_model``: ``model`` with its own fake quantisers (deploy.qat); an int8 export then
+    keeps exactly those scales (ONNX QuantizeLinear/DequantizeLinear, OpenVINO FakeQuantize)
+    instead of re-quantising with NNCF / onnxruntime post-training quantisation.
+    """
     from distilgan.deploy.quantize import quantize_onnx, quantize_openvino
 
     check_choice(fmt, FORMATS, "format")
     check_choice(precision, PRECISIONS, "precision")
     if fmt == "openvino":
         ov = require("openvino", "--format openvino")
-    if fmt == "openvino" and precision == "int8":
+    own_scales = precision == "int8" and quantized_model is not None
+    if fmt == "openvino" and precision == "int8" and not own_scales:
         require("nncf", "--precision int8 with --format openvino")
     started = time.perf_counter()
     info: dict[str, Any] = {
@@ -216,10 +223,15 @@ def export_model(
                  batch=batch or 1, keep_first=keep_first, keep_last=keep_last)
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="distilgan-export-") as scratch:
         fp32_onnx = Path(scratch) / "fp32.onnx"
-        export_onnx(model, fp32_onnx, batch)
+        # With own scales the traced graph already is the int8 model (QDQ pairs; OpenVINO: FakeQuantize).
+        export_onnx(quantized_model if own_scales else model, fp32_onnx, batch)
+        if own_scales:
+            info["quantization"] = {"method": "quantization-aware training: the model's own scales (QDQ)",
+                                    "weights": "int8 symmetric per output channel",
+                                    "activations": "int8/uint8 per tensor, ranges calibrated before QAT"}
         if fmt == "onnx":
             info["model_file"] = ONNX_FILE
-            if precision == "fp32":
+            if precision == "fp32" or own_scales:
                 fp32_onnx.replace(tmp / ONNX_FILE)
             elif precision == "fp16":
                 export_onnx(model, tmp / ONNX_FILE, batch, fp16=True)
@@ -228,14 +240,14 @@ def export_model(
         else:
             info["model_file"] = OPENVINO_FILE
             ov_model = to_openvino(fp32_onnx)
-            if precision == "int8":
+            if precision == "int8" and not own_scales:
                 ov_model, info["quantization"] = quantize_openvino(ov_model, preset=preset, **calib)
             ov.save_model(ov_model, str(tmp / OPENVINO_FILE), compress_to_fp16=precision == "fp16")
         info["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         info["size_bytes"] = sum(info["files"].values())
         info["versions"] = _versions()
         atomic_write_json(tmp / EXPORT_JSON, info, fsync=False)
-        info["parity"] = parity(model, tmp)
+        info["parity"] = parity(quantized_model if own_scales else model, tmp)
         info["export_seconds"] = round(time.perf_counter() - started, 2)
         atomic_write_json(tmp / EXPORT_JSON, info, fsync=False)
     return info

@@ -15,8 +15,12 @@ needs a compiler on every user's machine. The scheme is small enough to mirror d
 
 The fake-quantised student is distilled from the FP32 student (finetune.distil: pixel L1, plus an
 optional random-conv feature loss since a generator checkpoint has no discriminator). Afterwards
-the wrappers are stripped and the plain FP32 weights, now robust to INT8 rounding, are exported
-and quantised by NNCF as usual (export.export_model, precision int8).
+the INT8 export keeps the trained scales: traced for ONNX, the quantisers become
+QuantizeLinear/DequantizeLinear pairs (``torch.fake_quantize_*``), which OpenVINO reads as
+FakeQuantize and runs in INT8 (``distilgan qat --int8 qat``; export.export_model(...,
+quantized_model=...)). The default re-quantises the fine-tuned FP32 weights with NNCF instead
+(``--int8 nncf``): NNCF's ranges plus bias correction beat our min/max ranges on the students
+measured so far (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ QAT_CALIBRATION_STREAM = 7005
 def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
     """Per-output-channel symmetric int8 (narrow range) with a straight-through gradient."""
     amax = weight.detach().abs().flatten(1).amax(1).clamp_min(1e-8)
+    if torch.onnx.is_in_onnx_export():
+        # QuantizeLinear/DequantizeLinear per channel. ONNX only knows [-128, 127]; weights lie within
+        # +-127 steps by construction, so the narrow grid is unchanged.
+        zero = torch.zeros(len(amax), dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(weight, amax / 127, zero, 0, -128, 127)
     scale = (amax / 127).view(-1, *([1] * (weight.dim() - 1)))
     quantized = torch.clamp(torch.round(weight / scale), -127, 127) * scale
     return weight + (quantized - weight).detach()
@@ -63,6 +72,8 @@ class ActQuant(nn.Module):
         else:  # signed symmetric: [-128, 127] * amax / 127
             scale = torch.maximum(self.high, -self.low).clamp_min(1e-8) / 127
             q_low, q_high = -128.0, 127.0
+        if torch.onnx.is_in_onnx_export():  # QuantizeLinear/DequantizeLinear (OpenVINO: FakeQuantize)
+            return torch.fake_quantize_per_tensor_affine(x, float(scale), 0, int(q_low), int(q_high))
         clipped = torch.clamp(x, q_low * scale, q_high * scale)
         return clipped + (torch.round(clipped / scale) * scale - clipped).detach()
 
@@ -147,8 +158,13 @@ def quantization_aware_training(
     feature_weight: float = 0.0,
     calibration_size: int = 512,
     progress: bool = True,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Fine-tune under fake quantisation against the FP32 ``model``; returns (plain FP32-weight model, report)."""
+) -> tuple[nn.Module, dict[str, Any], nn.Module]:
+    """Fine-tune under fake quantisation against the FP32 ``model``.
+
+    Returns (plain FP32-weight model, report, the fake-quantised model): export the last with
+    ``export_model(plain, ..., precision="int8", quantized_model=fake_quantised)`` to keep the scales
+    it was trained with; NNCF post-training quantisation of ``plain`` would pick other ranges.
+    """
     teacher = copy.deepcopy(model).eval()
     student = insert_fake_quant(model)
     calibrate(student, calibration_size, seed=seed)
@@ -158,4 +174,5 @@ def quantization_aware_training(
     report["l1_fake_int8_after"] = l1_to(student, teacher)
     plain = strip_fake_quant(student).eval()
     report["l1_fp32_weights_after"] = l1_to(plain, teacher)
-    return plain, report
+    student.eval()
+    return plain, report, student

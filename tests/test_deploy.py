@@ -291,12 +291,8 @@ def test_bench_fid_only_for_named_variants(cli, tiny, exports, tmp_path):
     assert "fid_vs_fp32" not in rows["torch fp32 (eager)"]
     int8 = [row for name, row in rows.items() if "int8" in name]
     assert len(int8) == 1 and "fid_vs_fp32" not in int8[0]  # not named: skipped
-    assert result_has_protocol(json.loads(out_json.read_text()))
-
-
-def result_has_protocol(result: dict) -> bool:
-    protocol = result["fid_protocol"]
-    return protocol["samples"] == 8 and protocol["network"]["sha1"] and "FP32" in protocol["reference"]
+    protocol = json.loads(out_json.read_text())["fid_protocol"]
+    assert protocol["samples"] == 8 and protocol["network"]["sha1"] and "FP32" in protocol["reference"]
 
 
 def test_time_fn_runs_for_at_least_min_seconds():

@@ -218,7 +218,7 @@ def run_bench(
     """Export every (backend, precision), time it, measure quality against the FP32 student.
 
     ``fid_for``: names of the variants (as in the table) that get an FID (each costs ``fid_samples`` Inception
-    passes, ~15 minutes per 10,000 on a 2-core CPU); empty means all.
+    passes, ~20 minutes per 10,000 on this 2-core CPU); empty means all.
     """
     import torch
 

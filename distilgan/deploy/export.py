@@ -222,9 +222,9 @@ def export_model(
     calib = dict(z_dim=model.z_dim, num_classes=model.num_classes, size=calibration_size, seed=calibration_seed,
                  batch=batch or 1, keep_first=keep_first, keep_last=keep_last)
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="distilgan-export-") as scratch:
-        fp32_onnx = Path(scratch) / "fp32.onnx"
+        traced_onnx = Path(scratch) / "traced.onnx"
         # With own scales the traced graph already is the int8 model (QDQ pairs; OpenVINO: FakeQuantize).
-        export_onnx(quantized_model if own_scales else model, fp32_onnx, batch)
+        export_onnx(quantized_model if own_scales else model, traced_onnx, batch)
         if own_scales:
             info["quantization"] = {"method": "quantization-aware training: the model's own scales (QDQ)",
                                     "weights": "int8 symmetric per output channel",
@@ -232,14 +232,14 @@ def export_model(
         if fmt == "onnx":
             info["model_file"] = ONNX_FILE
             if precision == "fp32" or own_scales:
-                fp32_onnx.replace(tmp / ONNX_FILE)
+                traced_onnx.replace(tmp / ONNX_FILE)
             elif precision == "fp16":
                 export_onnx(model, tmp / ONNX_FILE, batch, fp16=True)
             else:
-                info["quantization"] = quantize_onnx(fp32_onnx, tmp / ONNX_FILE, **calib)
+                info["quantization"] = quantize_onnx(traced_onnx, tmp / ONNX_FILE, **calib)
         else:
             info["model_file"] = OPENVINO_FILE
-            ov_model = to_openvino(fp32_onnx)
+            ov_model = to_openvino(traced_onnx)
             if precision == "int8" and not own_scales:
                 ov_model, info["quantization"] = quantize_openvino(ov_model, preset=preset, **calib)
             ov.save_model(ov_model, str(tmp / OPENVINO_FILE), compress_to_fp16=precision == "fp16")

@@ -3,12 +3,14 @@
     .venv/bin/python bench/calibration_study.py [--models resnet20=PATH,...] [--sources real,noise,uniform]
         [--sizes 100,300,1000] [--seeds 0,1,2] [--keep 1.0,0.5] [--student CKPT] [--teacher SPEC]
         [--data DATASET] [--eval-size N] [--threads N] [--throughput] [--resume]
+    .venv/bin/python bench/calibration_study.py --combine a.json,b.json --out all.json
 
 For each classifier: FP32 accuracy on the test split once (OpenVINO), then for every (source, size,
 seed, keep) an ``nncf.quantize`` run and the INT8 accuracy; the drop is FP32 - INT8 in points.
 Prints a markdown table (mean +- sd over seeds), "gap closed" per synthetic source, writes
 bench/results/calibration_study.json (after every run, so a long study can be resumed with
---resume) and a PNG bar chart. ``--keep`` < 1 filters student/teacher images by the classifier's
+--resume) and a PNG bar chart. Studies of different models run in parallel processes (each its own
+--out) are merged by --combine. ``--keep`` < 1 filters student/teacher images by the classifier's
 own confidence (draw size/keep, keep the top fraction per class). Sources that cannot run (no
 --student or --teacher) are skipped with a note. Defaults use ../shared: the CIFAR-10 JPEG copy
 and the shared ResNet-20/56, so absolute accuracies are for that copy (see ../shared/README.md).
@@ -183,7 +185,10 @@ def main() -> int:
     parser.add_argument("--throughput", action="store_true", help="also time FP32 vs INT8 at batch 64 once per model")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs from the JSON")
     parser.add_argument("--out", default=str(RESULTS / "calibration_study.json"), help="result JSON (the PNG goes beside it)")
+    parser.add_argument("--combine", help="comma-separated study JSONs to merge into --out (no new runs)")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine.split(","), Path(args.out))
 
     import torch
 
@@ -264,6 +269,15 @@ def main() -> int:
             print(f"  throughput batch 64: FP32 {speed['fp32']:.0f} img/s, INT8 {speed['int8']:.0f} img/s "
                   f"(x{speed['int8'] / speed['fp32']:.2f}; shared CPU, load {os.getloadavg()[0]:.1f})")
 
+    finish(result, out, started)
+    return 0
+
+
+def finish(result: dict, out: Path, started: float) -> None:
+    """Summarise the runs into the table and gap-closed rows; write the JSON and the PNG; print."""
+    from distilgan.utils.atomic import atomic_write_json
+
+    fp32 = {name: model["fp32_accuracy"] for name, model in result["models"].items()}
     rows, gaps = summarise(result["runs"], fp32)
     result.update(table=rows, gap_closed=gaps, seconds=time.time() - started, load_average=os.getloadavg()[0],
                   run_seconds_total=sum(r["seconds"] for r in result["runs"]))  # includes runs reused by --resume
@@ -273,6 +287,20 @@ def main() -> int:
     print(markdown(rows, gaps))
     print(f"\n{len(result['runs'])} runs ({result['run_seconds_total'] / 60:.1f} min of calibration + evaluation); this invocation "
           f"{result['seconds'] / 60:.1f} min; wrote {out} and {out.with_suffix('.png')}")
+
+
+def combine(paths: list[str], out: Path) -> int:
+    """Merge studies run as separate processes (e.g. one per model, in parallel) into one table."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    result = {"protocol": parts[0]["protocol"], "models": {}, "runs": [], "notes": [], "combined_from": paths}
+    for path, part in zip(paths, parts):
+        clash = set(part["models"]) & set(result["models"])
+        if clash:
+            raise SystemExit(f"{path} repeats model(s) {', '.join(sorted(clash))} (combine studies of different models)")
+        result["models"].update(part["models"])
+        result["runs"] += part["runs"]
+        result["notes"] += [n for n in part.get("notes", []) if n not in result["notes"]]
+    finish(result, out, time.time())
     return 0
 
 

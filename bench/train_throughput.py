@@ -22,7 +22,8 @@ import torch
 from distilgan.models import DiStyleGANDiscriminator, DiStyleGANGenerator
 from distilgan.train.config import TrainConfig
 from distilgan.train.losses import DistillationObjective
-from distilgan.train.training_loop import DistContext, Trainer, resolve_device
+from distilgan.train.distributed import DistContext, resolve_device
+from distilgan.train.training_loop import Trainer
 from distilgan.utils.atomic import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"

@@ -19,6 +19,8 @@ PARAMETERS = {
     "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018,
     "vgg11_bn": 9_228_362, "vgg16_bn": 14_724_042, "mobilenetv2": 2_236_682, "mobilenetv2_x0_5": 700_490,
     "shufflenetv2": 1_263_854, "shufflenetv2_x0_5": 352_042, "repvgg_a0": 7_840_874,
+    # narrow variants trained on the 2-core CPU (docs/calibration.md)
+    "vgg11_bn_x0_25": 579_098, "repvgg_a0_x0_25": 497_186, "mobilenetv2_x0_25": 250_922,
 }
 
 
@@ -69,8 +71,9 @@ def test_zoo_forward_shape_and_parameters(name):
     assert model.num_parameters() == PARAMETERS[name]
 
 
-def test_repvgg_reparameterization_gives_same_outputs(tmp_path):
-    model = build_classifier("repvgg_a0")
+@pytest.mark.parametrize("name", ["repvgg_a0", "repvgg_a0_x0_25"])
+def test_repvgg_reparameterization_gives_same_outputs(name, tmp_path):
+    model = build_classifier(name)
     model.train()
     with torch.no_grad():  # non-trivial BN statistics, so the fusion is really tested
         model(torch.randn(4, 3, 16, 16) * 2 + 0.3)
@@ -202,6 +205,26 @@ def test_study_gap_closed_table_and_plot(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "study.png").size[0] > 200
+
+
+def test_study_combine_merges_per_model_studies(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from calibration_study import combine
+
+    parts = []
+    for model, fp32 in (("a", 90.0), ("b", 80.0)):
+        runs = [{"model": model, "source": s, "size": 10, "keep": 1.0, "seed": seed, "drop": d, "int8_accuracy": fp32 - d,
+                 "seconds": 1.0} for s, d in (("real", 0.1), ("noise", 1.0), ("student", 0.4)) for seed in (0, 1)]
+        parts.append(tmp_path / f"{model}.json")
+        parts[-1].write_text(json.dumps({"protocol": {"p": 1}, "models": {model: {"fp32_accuracy": fp32}}, "runs": runs}))
+    assert combine([str(p) for p in parts], tmp_path / "all.json") == 0
+    merged = json.loads((tmp_path / "all.json").read_text())
+    assert set(merged["models"]) == {"a", "b"} and len(merged["runs"]) == 12 and merged["protocol"] == {"p": 1}
+    gaps = {g["model"]: g["gap_closed_of_means"] for g in merged["gap_closed"]}
+    assert gaps == {"a": pytest.approx(6 / 9), "b": pytest.approx(6 / 9)}  # (1.0 - 0.4) / (1.0 - 0.1)
+    assert {r["fp32_accuracy"] for r in merged["table"]} == {90.0, 80.0} and (tmp_path / "all.png").exists()
+    with pytest.raises(SystemExit, match="repeats model"):
+        combine([str(parts[0]), str(parts[0])], tmp_path / "again.json")
 
 
 # --- calibrate CLI ----------------------------------------------------------------------------------

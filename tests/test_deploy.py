@@ -293,6 +293,10 @@ def test_bench_fid_only_for_named_variants(cli, tiny, exports, tmp_path):
     assert len(int8) == 1 and "fid_vs_fp32" not in int8[0]  # not named: skipped
     protocol = json.loads(out_json.read_text())["fid_protocol"]
     assert protocol["samples"] == 8 and protocol["network"]["sha1"] and "FP32" in protocol["reference"]
+    code, _, err = cli("bench", "--checkpoint", tiny, "--backends", "torch", "--precisions", "fp32", "--batch", "2",
+                       "--fid-samples", "8", "--quality-samples", "8", "--no-peak", "--fid-variants", "openvino fp33")
+    assert code == 2 and "--fid-variants names no variant: openvino fp33" in err and "torch fp32 (eager)" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_time_fn_runs_for_at_least_min_seconds():

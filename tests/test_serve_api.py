@@ -275,7 +275,10 @@ def test_exported_model_serves_the_same_images_without_torch_backend(checkpoint,
     with TestClient(create_app(exported, max_count=8)) as client:
         response = client.post("/generate", json={"labels": [0, 2], "count": 2, "seed": 1})
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
-        assert client.get("/model").json()["backend"] == "openvino"
+        facts = client.get("/model").json()
+        assert facts["backend"] == "openvino"
+        assert facts["parameters"] == reference.describe()["parameters"] > 0
+        assert facts["macs_per_image"] == reference.describe()["macs_per_image"] > 0
 
 
 def test_cli_errors_are_one_line(cli, checkpoint, tmp_path):

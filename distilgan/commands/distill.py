@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.train.config import check_resume_compatible, load_yaml, resolve_config, save_config
     from distilgan.train.losses import DistillationObjective
     from distilgan.train.state import load_state
-    from distilgan.train.training_loop import (
-        STATE_PATH, RealSampler, StoreBatches, Trainer, setup_distributed, teardown_distributed,
-    )
+    from distilgan.train.batches import RealSampler, StoreBatches
+    from distilgan.train.distributed import setup_distributed, teardown_distributed
+    from distilgan.train.training_loop import STATE_PATH, Trainer
 
     cli = {key: getattr(args, key) for _, key, _, _ in OPTIONS}
     cli.update(data=args.data, out=args.out, real=args.real, ema=args.ema, amp=args.amp)

@@ -117,7 +117,8 @@ def _validate(config: TeacherConfig) -> None:
 def _resolve(args: argparse.Namespace) -> tuple[TeacherConfig, Path, dict[str, Any] | None]:
     from distilgan.train.config import check_resume_compatible, load_yaml, resolve_config
     from distilgan.train.state import load_state
-    from distilgan.train.training_loop import STATE_PATH, resolve_device
+    from distilgan.train.distributed import resolve_device
+    from distilgan.train.training_loop import STATE_PATH
 
     cli = {key: getattr(args, key) for _, key, _, _ in OPTIONS}
     cli.update(data=args.data, out=args.out, ema=args.ema, amp=args.amp, mirror=args.mirror, compile=args.compile)
@@ -149,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.models import BigGANDiscriminator, BigGANGenerator
     from distilgan.train.config import save_config
     from distilgan.train.losses import GANObjective
-    from distilgan.train.training_loop import RealBatches, Trainer, setup_distributed, teardown_distributed
+    from distilgan.train.batches import RealBatches
+    from distilgan.train.distributed import setup_distributed, teardown_distributed
+    from distilgan.train.training_loop import Trainer
 
     config, run_dir, state = _resolve(args)
     data = open_dataset(config.data, "train")

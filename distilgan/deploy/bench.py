@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from distilgan.errors import UserError
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
 from distilgan.utils.noise import balanced_labels, rng, sample_z
 
@@ -255,6 +256,10 @@ def run_bench(
         path, info = read_export_info(path_text)
         name = f"{info.get('source', {}).get('derived_by', path.name)} {info['format']} {info['precision']}"
         variants.append((name, export_runner(path, threads), path, info))
+
+    unknown = sorted(set(fid_for or []) - {name for name, *_ in variants})
+    if unknown:  # a typo would silently give no FID after an hour of work
+        raise UserError(f"--fid-variants names no variant: {', '.join(unknown)} (variants: {'; '.join(n for n, *_ in variants)})")
 
     # Every variant is timed first, back to back, so that the long quality work (10,000 samples per
     # variant, Inception features) neither warms nor loads the machine between timings.

@@ -129,7 +129,7 @@ class ExportedBackend:
             "checkpoint": str(self.folder),
             "export": {key: value for key, value in info.items() if key not in ("class_names",)},
             "macs_per_image": info.get("macs_per_image"),
-            "parameters": info.get("parameters"),
+            "parameters": info.get("params"),  # the export JSON's key
             "figures": collect_figures(self.folder, {}),
             "device": "cpu",
         }

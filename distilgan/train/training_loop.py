@@ -26,16 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from distilgan.errors import UserError
-from distilgan.train.batches import BatchSource, RealBatches, RealSampler, StoreBatches  # noqa: F401 (re-exported)
+from distilgan.train.batches import BatchSource
 from distilgan.train.config import TrainConfig, config_to_dict
-from distilgan.train.distributed import (  # noqa: F401 (re-exported)
-    DistContext,
-    all_reduce_mean,
-    broadcast_from_main,
-    resolve_device,
-    setup_distributed,
-    teardown_distributed,
-)
+from distilgan.train.distributed import DistContext, all_reduce_mean, broadcast_from_main
 from distilgan.train.ema import EMA
 from distilgan.train.state import capture_rng, restore_rng, save_state
 from distilgan.utils.noise import rng, sample_z

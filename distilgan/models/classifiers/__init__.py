@@ -32,11 +32,14 @@ CLASSIFIERS: dict[str, tuple[type[Classifier], dict[str, Any]]] = {
     "resnet56": (CifarResNet, {"depth": 56}),
     "vgg11_bn": (VGG, {"depth": 11}),
     "vgg16_bn": (VGG, {"depth": 16}),
+    "vgg11_bn_x0_25": (VGG, {"depth": 11, "width": 0.25}),
     "mobilenetv2": (MobileNetV2, {"width": 1.0}),
     "mobilenetv2_x0_5": (MobileNetV2, {"width": 0.5}),
+    "mobilenetv2_x0_25": (MobileNetV2, {"width": 0.25}),
     "shufflenetv2": (ShuffleNetV2, {"width": 1.0}),
     "shufflenetv2_x0_5": (ShuffleNetV2, {"width": 0.5}),
     "repvgg_a0": (RepVGG, {"variant": "A0"}),
+    "repvgg_a0_x0_25": (RepVGG, {"variant": "A0", "width": 0.25}),
 }
 
 
@@ -52,15 +55,25 @@ def build_classifier(name: str, **overrides: Any) -> Classifier:
     return cls(**{**kwargs, **overrides})
 
 
+def shipped_classifiers() -> list[str]:
+    """Built-in names of the classifiers shipped in ``distilgan/pretrained`` (``cifar10-<zoo name>``)."""
+    from distilgan.models.pretrained import builtin_names
+
+    return [name for name in builtin_names() if name.removeprefix("cifar10-") in CLASSIFIERS]
+
+
 def load_classifier(name_or_path: str | os.PathLike, device: Any = "cpu") -> Classifier:
     """A trained classifier from a checkpoint folder (config.json + model.safetensors), a
-    ``train-classifier`` run folder (its ``model/``) or a CIFAR ResNet ``.th`` file. A bare zoo name
+    ``train-classifier`` run folder (its ``model/``), a shipped name (``cifar10-vgg11_bn_x0_25``) or a
+    CIFAR ResNet ``.th`` file. A bare zoo name
     is refused: it has no trained weights."""
-    from distilgan.models.pretrained import parse_device, read_config, resolve_checkpoint
+    from distilgan.models.pretrained import builtin_names, parse_device, read_config, resolve_checkpoint
 
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix in (".th", ".pth", ".pt", ".tar"):
         return load_cifar_resnet_file(path).to(parse_device(device))
+    if not path.exists() and str(name_or_path) in builtin_names():
+        path = resolve_checkpoint(str(name_or_path))  # a shipped classifier, e.g. cifar10-vgg11_bn_x0_25
     if not path.exists() and str(name_or_path) in CLASSIFIERS:
         raise UserError(
             f"'{name_or_path}' names an untrained architecture (train it with `distilgan train-classifier --model "
@@ -68,8 +81,8 @@ def load_classifier(name_or_path: str | os.PathLike, device: Any = "cpu") -> Cla
         )
     if not path.exists():
         raise UserError(
-            f"unknown classifier '{name_or_path}' (give a checkpoint folder, a CIFAR ResNet .th file, or train one of: "
-            f"{', '.join(CLASSIFIERS)})"
+            f"unknown classifier '{name_or_path}' (give a checkpoint folder, a CIFAR ResNet .th file, a shipped one: "
+            f"{', '.join(shipped_classifiers()) or 'none'}, or train one of: {', '.join(CLASSIFIERS)})"
         )
     if path.is_dir() and not (path / "config.json").exists() and (path / "model" / "config.json").exists():
         path = path / "model"  # a train-classifier run folder
@@ -97,4 +110,5 @@ __all__ = [
     "classifier_names",
     "load_cifar_resnet_file",
     "load_classifier",
+    "shipped_classifiers",
 ]

@@ -67,6 +67,7 @@ class RepVGG(Classifier):
     def __init__(
         self,
         variant: str = "A0",
+        width: float = 1.0,
         deployed: bool = False,
         num_classes: int = 10,
         resolution: int = 32,
@@ -77,8 +78,11 @@ class RepVGG(Classifier):
         super().__init__(num_classes, resolution, mean, std, class_names)
         if variant not in REPVGG_VARIANTS:
             raise UserError(f"RepVGG variant must be one of {', '.join(REPVGG_VARIANTS)}, got {variant!r}")
-        self._set_config(**self.base_config(), variant=variant, deployed=bool(deployed))
+        if not width > 0:
+            raise UserError(f"RepVGG width must be > 0, got {width}")
+        self._set_config(**self.base_config(), variant=variant, width=width, deployed=bool(deployed))
         depths, a, b = REPVGG_VARIANTS[variant]
+        a, b = a * width, b * width  # a narrower model of the same depth (CPU-sized CIFAR runs)
         widths = (min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b))
         blocks: list[nn.Module] = []
         c_in = 3

@@ -1,7 +1,8 @@
 """VGG-11 / VGG-16 with BatchNorm for 32x32 inputs (Simonyan & Zisserman 2015, BN variant).
 
 Five 2x2 max-pools take 32x32 to 1x1, so the classifier head is a single Linear(512, classes)
-instead of ImageNet's three 4096-wide layers (the usual CIFAR adaptation).
+instead of ImageNet's three 4096-wide layers (the usual CIFAR adaptation). ``width`` scales every
+layer's channels (x0.25 trains ~10x faster, for CPU-only machines).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class VGG(Classifier):
     def __init__(
         self,
         depth: int = 11,
+        width: float = 1.0,
         num_classes: int = 10,
         resolution: int = 32,
         mean: Sequence[float] = DEFAULT_MEAN,
@@ -36,17 +38,20 @@ class VGG(Classifier):
         super().__init__(num_classes, resolution, mean, std, class_names)
         if depth not in VGG_LAYOUTS:
             raise UserError(f"VGG depth must be one of {sorted(VGG_LAYOUTS)}, got {depth}")
-        self._set_config(**self.base_config(), depth=depth)
+        if not width > 0:
+            raise UserError(f"VGG width must be > 0, got {width}")
+        self._set_config(**self.base_config(), depth=depth, width=width)
         layers: list[nn.Module] = []
         c_in = 3
         for item in VGG_LAYOUTS[depth]:
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers.append(conv_bn(c_in, int(item)))
-                c_in = int(item)
+                c_out = max(8, int(round(int(item) * width)))
+                layers.append(conv_bn(c_in, c_out))
+                c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(512, self.num_classes)
+        self.classifier = nn.Linear(c_in, self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.features(x)

@@ -268,8 +268,6 @@ def test_verify_names_each_problem(tmp_path: Path) -> None:
 def _stream_ids(store_dir: Path, real_workers: bool = False, **kwargs) -> list[float]:
     """One rank's epoch with 2 DataLoader workers (real processes, or simulated in this process);
     samples are identified by their z[0]."""
-    import torch
-
     from distilgan.data import store_stream
 
     epoch = kwargs.pop("epoch", 0)

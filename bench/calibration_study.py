@@ -182,6 +182,8 @@ def main() -> int:
     parser.add_argument("--data", help="dataset for real calibration (train) and evaluation (test); default: shared CIFAR-10 JPEG zip")
     parser.add_argument("--eval-size", type=int, default=0, help="evaluate on this many test images (0 = all)")
     parser.add_argument("--threads", type=int, default=0, help="OpenVINO inference threads (0 = all cores)")
+    parser.add_argument("--activation-ranges", default="mean-minmax", help="NNCF activation range estimator: mean-minmax "
+                        "(NNCF's default) | minmax | median-minmax (one per study JSON)")
     parser.add_argument("--throughput", action="store_true", help="also time FP32 vs INT8 at batch 64 once per model")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs from the JSON")
     parser.add_argument("--out", default=str(RESULTS / "calibration_study.json"), help="result JSON (the PNG goes beside it)")
@@ -218,6 +220,8 @@ def main() -> int:
 
     out = Path(args.out)
     previous = json.loads(out.read_text()) if args.resume and out.exists() else {}
+    if previous and previous.get("protocol", {}).get("activation_ranges", "mean-minmax") != args.activation_ranges:
+        raise SystemExit(f"{out} was run with other activation ranges (give another --out for --activation-ranges {args.activation_ranges})")
     done = {(r["model"], r["source"], r["size"], r["seed"], r["keep"]): r for r in previous.get("runs", [])}
     started = time.time()
     test = open_dataset(data, split="test")
@@ -228,6 +232,7 @@ def main() -> int:
 
     result = {"protocol": ptq.protocol({"data": test.describe(), "eval_images": len(test), "threads": args.threads or os.cpu_count(),
                                         "noise_definition": "N(0,1) in normalised input space (float, unclipped)",
+                                        "activation_ranges": args.activation_ranges,
                                         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}),
               "models": {}, "runs": [], "notes": notes}
     fp32: dict[str, float] = {}
@@ -251,7 +256,7 @@ def main() -> int:
                         t0 = time.time()
                         calib = calibration_set(source, classifier, size, seed, data=train, student=args.student,
                                                 teacher=args.teacher, keep=keep)
-                        int8_model = ptq.quietly(ptq.quantize, ov_model, calib.inputs)
+                        int8_model = ptq.quietly(ptq.quantize, ov_model, calib.inputs, activation_ranges=args.activation_ranges)
                         int8_compiled = ptq.compile_model(int8_model, args.threads or None)
                         int8 = ptq.accuracy(int8_compiled, test_inputs, test.labels)
                         run = {"model": name, "source": source, "size": size, "seed": seed, "keep": keep,
@@ -263,7 +268,8 @@ def main() -> int:
                         atomic_write_json(out, result)
         if args.throughput:
             calib = calibration_set("noise", classifier, 64, 0)
-            int8_compiled = ptq.compile_model(ptq.quietly(ptq.quantize, ov_model, calib.inputs), args.threads or None)
+            int8_compiled = ptq.compile_model(ptq.quietly(ptq.quantize, ov_model, calib.inputs,
+                                                          activation_ranges=args.activation_ranges), args.threads or None)
             speed = ptq.throughput({"fp32": fp32_compiled, "int8": int8_compiled}, classifier.resolution)
             result["models"][name]["throughput_images_per_s"] = speed
             print(f"  throughput batch 64: FP32 {speed['fp32']:.0f} img/s, INT8 {speed['int8']:.0f} img/s "
@@ -292,6 +298,9 @@ def finish(result: dict, out: Path, started: float) -> None:
 def combine(paths: list[str], out: Path) -> int:
     """Merge studies run as separate processes (e.g. one per model, in parallel) into one table."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
+    ranges = {part["protocol"].get("activation_ranges", "mean-minmax") for part in parts}
+    if len(ranges) > 1:
+        raise SystemExit(f"the studies used different activation ranges ({', '.join(sorted(ranges))}): combine like with like")
     result = {"protocol": parts[0]["protocol"], "models": {}, "runs": [], "notes": [], "combined_from": paths}
     for path, part in zip(paths, parts):
         clash = set(part["models"]) & set(result["models"])

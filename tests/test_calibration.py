@@ -112,6 +112,26 @@ def test_resnet20_lossless_accuracy(shared, lossless):
     assert 91.0 <= accuracy <= 92.2, accuracy  # 91.6 per ../shared/README.md
 
 
+def test_shipped_classifiers_load_by_name_and_classify(lossless):
+    """The CPU-trained zoo shipped in distilgan/pretrained: loadable by name, and on the 1,017 lossless
+    test images within a few points of the JPEG-test accuracy their card reports (lossless is easier)."""
+    from distilgan.errors import UserError
+    from distilgan.models.classifiers import shipped_classifiers
+
+    names = shipped_classifiers()
+    assert "cifar10-vgg11_bn_x0_25" in names
+    images, labels = lossless["test"]
+    for name in names:
+        model = load_classifier(name)
+        assert model.config["architecture"] == CLASSIFIERS[name.removeprefix("cifar10-")][0].__name__
+        accuracy = (model.predict(images) == labels).mean() * 100
+        assert 60 <= model.metadata["test_accuracy"] - 3 <= accuracy <= model.metadata["test_accuracy"] + 6, (name, accuracy)
+    with pytest.raises(UserError, match="not a classifier"):
+        load_classifier("cifar10-student")
+    with pytest.raises(UserError, match="shipped one: cifar10-"):
+        load_classifier("cifar10-nonesuch")
+
+
 def test_resnet20_first_2000_jpeg_test_images(shared, lossless):
     from PIL import Image
 
@@ -225,6 +245,11 @@ def test_study_combine_merges_per_model_studies(tmp_path):
     assert {r["fp32_accuracy"] for r in merged["table"]} == {90.0, 80.0} and (tmp_path / "all.png").exists()
     with pytest.raises(SystemExit, match="repeats model"):
         combine([str(parts[0]), str(parts[0])], tmp_path / "again.json")
+    other = json.loads(parts[1].read_text())
+    other["protocol"]["activation_ranges"] = "minmax"
+    parts[1].write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="different activation ranges"):
+        combine([str(p) for p in parts], tmp_path / "mixed.json")
 
 
 # --- calibrate CLI ----------------------------------------------------------------------------------
@@ -232,13 +257,14 @@ def test_study_combine_merges_per_model_studies(tmp_path):
 def test_calibrate_real_gives_int8_ir_close_to_fp32(shared, lossless, cifar_tree, cli, tmp_path):
     out = tmp_path / "int8"
     code, stdout, err = cli("calibrate", "--model", resnet_file(shared, 20), "--calibration", "real", "--size", "50",
-                            "--data", cifar_tree, "--no-throughput", "--out", out)
+                            "--data", cifar_tree, "--no-throughput", "--activation-ranges", "minmax", "--out", out)
     assert code == 0, err
     report = json.loads((out / "calibration.json").read_text())
     results = report["results"]
     assert results["eval_images"] == 400 and results["fp32_accuracy"] > 85
     assert abs(results["drop_points"]) <= 3.0, results
     assert report["protocol"]["calibration"]["source"] == "real" and report["protocol"]["calibration"]["size"] == 50
+    assert report["protocol"]["activation_ranges"] == "minmax"
     assert (out / "model_int8.bin").stat().st_size > 0 and (out / "calibration_images.png").exists()
     xml = (out / "model_int8.xml").read_text()
     assert xml.count('type="FakeQuantize"') >= 19  # every conv input quantized: it really is INT8
@@ -252,6 +278,35 @@ def test_calibrate_real_gives_int8_ir_close_to_fp32(shared, lossless, cifar_tree
     int8_predictions = np.argmax(compiled(model.preprocess(images[:400]))[0], 1)
     assert abs((int8_predictions == labels[:400]).mean() * 100 - results["int8_accuracy"]) < 1e-6  # the saved IR
     assert "INT8 top-1" in stdout
+
+
+def test_activation_ranges_minmax_widens_activation_quantizers():
+    """--activation-ranges minmax takes the max over images (NNCF's default: the mean of per-image
+    maxima), so every activation quantizer's range contains the default's; weights are unaffected."""
+    pytest.importorskip("nncf")
+    from distilgan.calibration import ptq
+    from distilgan.errors import UserError
+
+    torch.manual_seed(0)
+    model = ptq.to_openvino(build_classifier("resnet20").eval())
+    inputs = np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32) * np.linspace(0.2, 2, 6)[:, None, None, None].astype(np.float32)
+
+    def ranges(activation_ranges: str) -> dict[str, tuple[float, float]]:
+        quantized = ptq.quietly(ptq.quantize, model, inputs, activation_ranges=activation_ranges)
+        found = {}
+        for op in quantized.get_ordered_ops():
+            if op.get_type_name() == "FakeQuantize" and "weights" not in op.get_friendly_name():
+                low = op.input_value(1).get_node().get_data().min()
+                high = op.input_value(2).get_node().get_data().max()
+                found[op.get_friendly_name()] = (float(low), float(high))
+        return found
+
+    default, widest = ranges("mean-minmax"), ranges("minmax")
+    assert default.keys() == widest.keys() and len(default) >= 19
+    assert all(widest[k][1] >= default[k][1] - 1e-6 and widest[k][0] <= default[k][0] + 1e-6 for k in default)
+    assert sum(widest[k][1] > default[k][1] * 1.05 for k in default) >= len(default) // 2  # really different
+    with pytest.raises(UserError, match="unknown activation range estimator 'max'"):
+        ptq.quantize(model, inputs, activation_ranges="max")
 
 
 def test_calibrate_bad_inputs_are_one_line_errors(shared, cifar_tree, cli, tmp_path):

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="classifier: checkpoint folder (train-classifier) or CIFAR ResNet .th file")
+    parser.add_argument("--model", required=True, help="classifier: shipped name (e.g. cifar10-vgg11_bn_x0_25), checkpoint folder (train-classifier) or CIFAR ResNet .th file")
     parser.add_argument("--calibration", default="real", metavar="SOURCE",
                         help="real | student | teacher | noise | noise-pixel | uniform | FOLDER (default: real)")
     parser.add_argument("--size", type=int, default=300, help="number of calibration images (default: 300)")
@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="student/teacher: draw size/KEEP images, keep the classifier's most confident KEEP fraction per class")
     parser.add_argument("--accuracy-control", type=float, default=None, metavar="MAX_DROP",
                         help="use nncf.quantize_with_accuracy_control: at most MAX_DROP points lost on a real validation subset")
+    parser.add_argument("--activation-ranges", default="mean-minmax", choices=("mean-minmax", "minmax", "median-minmax"),
+                        help="how per-image activation min/max become INT8 ranges: mean over images (NNCF's default) or "
+                             "min/max over all images (better for synthetic images, see docs/calibration.md)")
     parser.add_argument("--validation-size", type=int, default=1000,
                         help="train-split images (disjoint from real calibration) for --accuracy-control (default: 1000)")
     parser.add_argument("--student", help="student checkpoint folder (for --calibration student)")
@@ -90,14 +93,15 @@ def run(args: argparse.Namespace) -> int:
     fp32 = ptq.accuracy(fp32_compiled, test_inputs, test.labels, progress="FP32 eval")
     method = "nncf.quantize"
     if args.accuracy_control is None:
-        int8_model = ptq.quantize(ov_model, calib.inputs)
+        int8_model = ptq.quantize(ov_model, calib.inputs, activation_ranges=args.activation_ranges)
     else:
         # validation: real train images never used for calibration
         exclude = balanced_subset(train.labels, args.size, train.num_classes, args.seed) if args.calibration == "real" else []
         pool = np.setdiff1d(np.arange(len(train)), exclude)
         rows = pool[balanced_subset(train.labels[pool], min(args.validation_size, len(pool)), train.num_classes, args.seed + 1)]
         int8_model = ptq.quantize_with_accuracy_control(
-            ov_model, calib.inputs, classifier.preprocess(train.images[rows]), train.labels[rows], args.accuracy_control
+            ov_model, calib.inputs, classifier.preprocess(train.images[rows]), train.labels[rows], args.accuracy_control,
+            activation_ranges=args.activation_ranges,
         )
         method = f"nncf.quantize_with_accuracy_control(max_drop={args.accuracy_control} points, {len(rows)} real train images)"
     int8_compiled = ptq.compile_model(int8_model, args.threads or None)
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         "classifier_config": {k: v for k, v in classifier.config.items() if k != "class_names"},
         "calibration": calib.description,
         "method": method,
+        "activation_ranges": args.activation_ranges,
         "data": test.describe(),
         "threads": args.threads or os.cpu_count(),
     })

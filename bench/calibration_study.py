@@ -235,6 +235,11 @@ def main() -> int:
                                         "activation_ranges": args.activation_ranges,
                                         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}),
               "models": {}, "runs": [], "notes": notes}
+    # runs of the resumed JSON outside this invocation's grid (other models, sources, sizes, keeps) are kept
+    grid = {(name, source, size, seed, keep) for name in models for source in sources for size in sizes
+            for keep in (keeps if source in SYNTHETIC else [1.0]) for seed in seeds}
+    result["runs"] = [run for key, run in done.items() if key not in grid]
+    result["models"] = {run["model"]: previous["models"][run["model"]] for run in result["runs"]}
     fp32: dict[str, float] = {}
     for name, path in models.items():
         classifier = load_classifier(path)
@@ -245,6 +250,8 @@ def main() -> int:
         result["models"][name] = {**previous.get("models", {}).get(name, {}), "path": str(path), "fp32_accuracy": fp32[name],
                                   "parameters": classifier.num_parameters()}
         print(f"{name}: FP32 {fp32[name]:.2f}% on {len(test)} test images")
+        if previous.get("models", {}).get(name, {}).get("fp32_accuracy") != fp32[name]:  # another model: its old runs are stale
+            result["runs"] = [run for run in result["runs"] if run["model"] != name]
         for source in sources:
             for size in sizes:
                 for keep in keeps if source in SYNTHETIC else [1.0]:

@@ -120,6 +120,31 @@ def markdown(rows: list[dict], gaps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def wide_table(rows: list[dict], gaps: list[dict]) -> str:
+    """One row per model and size: the mean drop of every source side by side, then the issue's two
+    acceptance figures for the student (gap closed, of the means; student − real in points)."""
+    sources = [s for s in ("real", "student", "teacher", "noise", "uniform", "noise-pixel") if any(r["source"] == s for r in rows)]
+    keeps = sorted({r["keep"] for r in rows if r["source"] in SYNTHETIC and r["keep"] < 1}, reverse=True)
+    columns = sources + [f"student keep {k:g}" for k in keeps if any(r["source"] == "student" and r["keep"] == k for r in rows)]
+    lines = ["| model | FP32 % | size | " + " | ".join(columns) + " | student − real | student gap closed |",
+             "|---|---:|---:|" + "---:|" * len(columns) + "---:|---:|"]
+    for model, size in sorted({(r["model"], r["size"]) for r in rows}):
+        cells = {}
+        for r in rows:
+            if (r["model"], r["size"]) == (model, size):
+                cells[r["source"] if r["keep"] == 1.0 else f"{r['source']} keep {r['keep']:g}"] = r
+        fp32 = next(iter(cells.values()))["fp32_accuracy"]
+        values = [f"{cells[c]['drop_mean']:.2f}" if c in cells else "" for c in columns]
+        student, real = cells.get("student"), cells.get("real")
+        diff = f"{student['drop_mean'] - real['drop_mean']:+.2f}" if student and real else ""
+        gap = next((g for g in gaps if (g["model"], g["size"], g["source"], g["keep"]) == (model, size, "student", 1.0)), None)
+        closed = "" if gap is None or gap["gap_closed_of_means"] is None else f"{gap['gap_closed_of_means']:.2f}"
+        if gap is not None and not gap["separable"]:
+            closed = f"n.s. ({closed})"
+        lines.append(f"| {model} | {fp32:.2f} | {size} | " + " | ".join(values) + f" | {diff} | {closed} |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Grouped bars (one group per model and size, one bar per source) with ±sd whiskers, Pillow only."""
     from PIL import Image, ImageDraw
@@ -298,6 +323,8 @@ def finish(result: dict, out: Path, started: float) -> None:
     plot(rows, out.with_suffix(".png"))
     print()
     print(markdown(rows, gaps))
+    print("\nMean drop (points) per source; 'n.s.': noise and real not separable over the seeds:\n")
+    print(wide_table(rows, gaps))
     print(f"\n{len(result['runs'])} runs ({result['run_seconds_total'] / 60:.1f} min of calibration + evaluation); this invocation "
           f"{result['seconds'] / 60:.1f} min; wrote {out} and {out.with_suffix('.png')}")
 

@@ -229,7 +229,7 @@ def test_study_gap_closed_table_and_plot(tmp_path):
 
 def test_study_combine_merges_per_model_studies(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from calibration_study import combine
+    from calibration_study import combine, wide_table
 
     parts = []
     for model, fp32 in (("a", 90.0), ("b", 80.0)):
@@ -243,6 +243,8 @@ def test_study_combine_merges_per_model_studies(tmp_path):
     gaps = {g["model"]: g["gap_closed_of_means"] for g in merged["gap_closed"]}
     assert gaps == {"a": pytest.approx(6 / 9), "b": pytest.approx(6 / 9)}  # (1.0 - 0.4) / (1.0 - 0.1)
     assert {r["fp32_accuracy"] for r in merged["table"]} == {90.0, 80.0} and (tmp_path / "all.png").exists()
+    wide = wide_table(merged["table"], merged["gap_closed"])
+    assert "| a | 90.00 | 10 | 0.10 | 0.40 | 1.00 | +0.30 | 0.67 |" in wide.splitlines()
     with pytest.raises(SystemExit, match="repeats model"):
         combine([str(parts[0]), str(parts[0])], tmp_path / "again.json")
     other = json.loads(parts[1].read_text())

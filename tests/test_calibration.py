@@ -125,7 +125,7 @@ def test_shipped_classifiers_load_by_name_and_classify(lossless):
         model = load_classifier(name)
         assert model.config["architecture"] == CLASSIFIERS[name.removeprefix("cifar10-")][0].__name__
         accuracy = (model.predict(images) == labels).mean() * 100
-        assert 60 <= model.metadata["test_accuracy"] - 3 <= accuracy <= model.metadata["test_accuracy"] + 6, (name, accuracy)
+        assert 50 <= model.metadata["test_accuracy"] - 3 <= accuracy <= model.metadata["test_accuracy"] + 6, (name, accuracy)
     with pytest.raises(UserError, match="not a classifier"):
         load_classifier("cifar10-student")
     with pytest.raises(UserError, match="shipped one: cifar10-"):

@@ -29,7 +29,7 @@ COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 # (300 images): blurry synthetic images have smaller per-image maxima than real ones, so their mean
 # under-estimates the range real images need and clips them (INT8 drop 1.3 points); the max over
 # images does not (0.1-0.3 points). See docs/calibration.md.
-ACTIVATION_RANGES = ("mean-minmax", "minmax", "median-minmax")
+ACTIVATION_RANGES = {"mean-minmax": "MEAN_MINMAX", "minmax": "MINMAX", "median-minmax": "MEDIAN_MINMAX"}  # -> NNCF's set
 
 
 def _advanced_parameters(activation_ranges: str) -> Any:
@@ -38,8 +38,7 @@ def _advanced_parameters(activation_ranges: str) -> Any:
 
     if activation_ranges not in ACTIVATION_RANGES:
         raise UserError(f"unknown activation range estimator '{activation_ranges}' (choose one of: {', '.join(ACTIVATION_RANGES)})")
-    estimator = {"mean-minmax": RangeEstimatorParametersSet.MEAN_MINMAX, "minmax": RangeEstimatorParametersSet.MINMAX,
-                 "median-minmax": RangeEstimatorParametersSet.MEDIAN_MINMAX}[activation_ranges]
+    estimator = getattr(RangeEstimatorParametersSet, ACTIVATION_RANGES[activation_ranges])
     return AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
 
 

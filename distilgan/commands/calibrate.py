@@ -23,6 +23,8 @@ clipped uint8 pixels), uniform (uniform random pixels 0..255), or a FOLDER of im
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from distilgan.calibration.ptq import ACTIVATION_RANGES  # a light import: OpenVINO/NNCF load inside its functions
+
     parser = subparsers.add_parser(
         "calibrate",
         help="INT8-quantize a classifier with real or synthetic calibration images (OpenVINO + NNCF)",
@@ -38,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="student/teacher: draw size/KEEP images, keep the classifier's most confident KEEP fraction per class")
     parser.add_argument("--accuracy-control", type=float, default=None, metavar="MAX_DROP",
                         help="use nncf.quantize_with_accuracy_control: at most MAX_DROP points lost on a real validation subset")
-    parser.add_argument("--activation-ranges", default="mean-minmax", choices=("mean-minmax", "minmax", "median-minmax"),
+    parser.add_argument("--activation-ranges", default="mean-minmax", choices=list(ACTIVATION_RANGES),
                         help="how per-image activation min/max become INT8 ranges: mean over images (NNCF's default) or "
                              "min/max over all images (better for synthetic images, see docs/calibration.md)")
     parser.add_argument("--validation-size", type=int, default=1000,

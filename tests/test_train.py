@@ -101,7 +101,7 @@ def tiny_models() -> tuple[torch.nn.Module, torch.nn.Module]:
 def test_objective_terms_and_weights() -> None:
     G, D = tiny_models()
     objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, gstep=3, lambda_pixel=0.5,
-                                      pixel_decay=0.1)
+                                      pixel_schedule="epoch-linear", pixel_decay=0.1, steps_per_epoch=2)
     batch = {"z": torch.randn(6, Z_DIM), "labels": torch.arange(6) % CLASSES,
              "teacher_images": torch.rand(6, 3, RES, RES) * 2 - 1}
     d_total, d_terms = objective.discriminator_loss(batch)
@@ -109,7 +109,7 @@ def test_objective_terms_and_weights() -> None:
     assert torch.allclose(d_total, d_terms["d/teacher_real"] + d_terms["d/student_fake"])
     g_total, g_terms = objective.generator_loss(batch, step=3)  # adversarial step (3 % 3 == 0)
     assert {"g/gan", "g/gan_fresh", "g/feature", "g/pixel"} <= set(g_terms)
-    lam = 0.5 - 0.1 * 3
+    lam = 0.5 - 0.1 * 1  # step 3 is in epoch 1 at 2 steps per epoch: decayed once
     expected = g_terms["g/feature"] + lam * g_terms["g/pixel"] + 0.01 * (g_terms["g/gan"] + 0.2 * g_terms["g/gan_fresh"])
     assert torch.allclose(g_total, expected)
     _, g_terms = objective.generator_loss(batch, step=4)
@@ -265,7 +265,7 @@ def test_store_and_real_data_must_agree(store: Path, tmp_path: Path, cli) -> Non
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, images=np.zeros((20, RES, RES, 3), np.uint8), labels=np.arange(20) % 5)
     code, _, err = cli("distill", "--data", store, "--out", tmp_path / "run", "--real", wrong, *TINY)
-    assert code == 2 and "num_classes" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "has 5 classes but the distillation set has 3" in err and len(err.strip().splitlines()) == 1
     small = tmp_path / "small.npz"
     np.savez(small, images=np.zeros((20, 8, 8, 3), np.uint8), labels=np.arange(20) % CLASSES)
     code, _, err = cli("distill", "--data", store, "--out", tmp_path / "run", "--real", small, *TINY)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distilgan.errors import UserError
+from distilgan.train.run_options import add_shared_options, shared_cli_values
 
 # (option, config key, type, help); every one defaults to None so "not given" is visible.
 OPTIONS: list[tuple[str, str, type, str]] = [
@@ -29,8 +30,12 @@ OPTIONS: list[tuple[str, str, type, str]] = [
     ("--beta1", "beta1", float, "Adam beta1 (default 0.5)"),
     ("--beta2", "beta2", float, "Adam beta2 (default 0.999)"),
     ("--lambda-pixel", "lambda_pixel", float, "weight of the pixel L1 term (default 0.2)"),
+    ("--pixel-schedule", "pixel_schedule", str,
+     "lambda-pixel schedule: constant (default, DiStyleGAN) or epoch-linear (TinyGAN: --pixel-decay subtracted "
+     "once per epoch, 0.2 - 0.01 per epoch = a 20-epoch warm-down)"),
     ("--pixel-decay", "pixel_decay", float,
-     "subtract this from lambda-pixel per G step, down to 0 (default 0: constant; the reference used 0.01)"),
+     "with --pixel-schedule epoch-linear: subtracted from lambda-pixel per epoch, down to 0 (default 0.01, "
+     "TinyGAN's value)"),
     ("--lambda-gan-g", "lambda_gan_g", float, "weight of G's adversarial terms (default 0.01)"),
     ("--lambda-gan-d", "lambda_gan_d", float, "weight of D's real-data hinge term (default 0.2)"),
     ("--gstep", "gstep", int, "G's adversarial terms every this many steps (default 10)"),
@@ -38,6 +43,8 @@ OPTIONS: list[tuple[str, str, type, str]] = [
      "decay both LRs linearly to 0 from this step to the last (default: constant LR)"),
     ("--ema-decay", "ema_decay", float, "decay of the EMA copy of G (default 0.999)"),
     ("--ckpt-every", "ckpt_every", int, "save checkpoint + training state every this many epochs (default 10)"),
+    ("--ckpt-every-steps", "ckpt_every_steps", int,
+     "also save checkpoint + training state every this many steps (default: only by epochs)"),
     ("--grid-every", "grid_every", int, "save the fixed sample grid every this many epochs (default 1)"),
     ("--log-every", "log_every", int, "log every loss term every this many steps (default 10)"),
     ("--grid-columns", "grid_columns", int, "samples per class row in the grid (default 10)"),
@@ -64,7 +71,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--ema", dest="ema", action=argparse.BooleanOptionalAction, default=None,
                         help="keep an EMA copy of G and ship it (default on; --no-ema ships the raw G)")
     parser.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast on CUDA (default off; ignored on CPU)")
+                        help="legacy spelling of --precision bf16 on CUDA")
+    add_shared_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -73,11 +81,26 @@ def _model_default(cls: type, name: str) -> Any:
 
 
 def _check_real_matches(store: Any, real: Any, spec: str) -> None:
-    for what in ("num_classes", "resolution", "channels"):
+    """Real data must share the store's image shape and class space; classes are matched by name."""
+    for what in ("resolution", "channels"):
         have, want = getattr(real, what), getattr(store, what)
         if have != want:
             raise UserError(f"the real dataset {spec} has {what} {have} but the distillation set has {want} "
                             "(give --real data of the teacher's kind)")
+    def named(names: Any) -> list[str]:  # "0", "1", ... are placeholders of unnamed labels, not names
+        names = [str(n) for n in (names or [])]
+        return [] if names == [str(i) for i in range(len(names))] else names
+
+    store_names, real_names = named(store.class_names), named(getattr(real, "class_names", None))
+    if store_names and real_names:
+        if real_names != store_names:
+            differ = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(store_names, real_names)) if a != b]
+            detail = differ[0] if differ else f"{len(store_names)} vs {len(real_names)} names"
+            raise UserError(f"the real dataset {spec} names its classes differently from the distillation set "
+                            f"(label {detail}; give --real data with the teacher's classes, in its order)")
+    elif real.num_classes != store.num_classes:
+        raise UserError(f"the real dataset {spec} has {real.num_classes} classes but the distillation set has "
+                        f"{store.num_classes} (give --real data of the teacher's kind)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,9 +114,11 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.train.batches import RealSampler, StoreBatches
     from distilgan.train.distributed import setup_distributed, teardown_distributed
     from distilgan.train.training_loop import STATE_PATH, Trainer
+    from distilgan.utils.noise import ZDistribution
 
     cli = {key: getattr(args, key) for _, key, _, _ in OPTIONS}
     cli.update(data=args.data, out=args.out, real=args.real, ema=args.ema, amp=args.amp)
+    cli.update(shared_cli_values(args))
     file_values = load_yaml(args.config) if args.config else {}
     out = cli["out"] or file_values.get("out")
     if not out:
@@ -101,9 +126,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(out)
     state = None
     if args.resume:
+        from distilgan.train.config import legacy_notice
+
         state = load_state(run_dir / STATE_PATH)
         config = resolve_config(cli, file_values, saved=state["config"])
         check_resume_compatible(state["config"], config)
+        notice = legacy_notice(state["config"])
+        if notice:
+            print(f"distill: {notice}")
     else:
         if (run_dir / STATE_PATH).exists():
             raise UserError(f"{run_dir} already holds a training run (add --resume to continue it, or pick another --out)")
@@ -130,9 +160,15 @@ def run(args: argparse.Namespace) -> int:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(config.seed)  # same initial weights on every rank (rank 0's are broadcast anyway)
+        z_distribution = ZDistribution.from_dict(store.manifest.get("z_distribution"))
+        # what the student was trained on travels in its config.json (every consumer defaults to it)
+        provenance = {"z_distribution": z_distribution.to_dict(), "classes": store.classes,
+                      "teacher_fingerprint": (store.manifest.get("teacher") or {}).get("fingerprint")}
+        accepted = inspect.signature(DiStyleGANGenerator.__init__).parameters
         generator = DiStyleGANGenerator(
             z_dim=store.z_dim, num_classes=store.num_classes, project_dim=config.project_dim, ngf=config.ngf,
             resolution=store.resolution, channels=store.channels, class_names=store.class_names,
+            **{k: v for k, v in provenance.items() if k in accepted},
         )
         discriminator = DiStyleGANDiscriminator(
             num_classes=store.num_classes, project_dim=config.project_dim, ndf=config.ndf,
@@ -140,20 +176,31 @@ def run(args: argparse.Namespace) -> int:
         )
         objective = DistillationObjective(
             generator, discriminator, z_dim=store.z_dim, num_classes=store.num_classes,
-            lambda_pixel=config.lambda_pixel, pixel_decay=config.pixel_decay, lambda_gan_g=config.lambda_gan_g,
-            lambda_gan_d=config.lambda_gan_d, gstep=config.gstep, seed=config.seed, rank=dist.rank,
+            lambda_pixel=config.lambda_pixel, pixel_schedule=config.pixel_schedule, pixel_decay=config.pixel_decay,
+            lambda_gan_g=config.lambda_gan_g, lambda_gan_d=config.lambda_gan_d, gstep=config.gstep,
+            classes=store.classes, z_distribution=z_distribution, seed=config.seed, rank=dist.rank,
         )
         sampler = None
         if real is not None:
             sampler = RealSampler(real.images, real.labels, config.batch_size, config.seed, dist)
         source = StoreBatches(config.data, config.batch_size, config.seed, dist, workers=config.workers, real=sampler)
-        trainer = Trainer(config, generator, discriminator, objective, source, run_dir, dist)
+        objective.steps_per_epoch = source.steps_per_epoch  # lambda_pixel's epoch-linear schedule counts epochs
+
+        def z_sampler(generator_: Any, n: int) -> Any:
+            return z_distribution.sample(generator_, n, store.z_dim)
+
+        from distilgan.train.run_options import build_loop_metrics
+
+        metrics = build_loop_metrics(config, run_dir, config.real or config.data, z_sampler, store.classes, dist.device)
+        trainer = Trainer(config, generator, discriminator, objective, source, run_dir, dist, z_sampler=z_sampler,
+                          metrics=metrics, classes=store.classes)
         if state is not None:
             trainer.load_state_dict(state)
         if dist.is_main:
             save_config(config, run_dir / "config.yaml")
-            if config.amp and dist.device.type != "cuda":
-                print("distill: --amp is for CUDA; training in float32 on the CPU")
+            print(f"distill: precision {trainer.precision} ({trainer.precision_reason})"
+                  f"{', channels_last' if config.channels_last else ''}; z {z_distribution.describe()}, "
+                  f"lambda-pixel {config.pixel_schedule}")
             mode = "with real data" if real is not None else "black-box only (no --real)"
             print(f"distill: {store.num_samples} samples, {source.steps_per_epoch} steps/epoch, "
                   f"{trainer.total_steps} steps, {dist.world_size} process(es) on {dist.device}, {mode}")
@@ -164,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         result = trainer.fit(resumed=state is not None)
         if dist.is_main:
             print(f"distill: done at step {result['step']} (epoch {result['epoch']}); generator in {run_dir / 'generator'}")
+            if "best" in result:
+                print(f"distill: {result['best']['summary']}")
         return 0
     finally:
         teardown_distributed()

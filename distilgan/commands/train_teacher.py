@@ -19,6 +19,7 @@ from typing import Any
 
 from distilgan.errors import UserError
 from distilgan.train.config import RESUME_FREE_KEYS, TrainConfig
+from distilgan.train.run_options import add_shared_options, shared_cli_values
 
 
 @dataclass
@@ -97,7 +98,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--ema", dest="ema", action=argparse.BooleanOptionalAction, default=None,
                         help="keep an EMA copy of G and ship it (default on; --no-ema ships the raw G)")
     parser.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast on CUDA (default off; ignored on CPU)")
+                        help="legacy spelling of --precision bf16 on CUDA")
+    add_shared_options(parser)
     parser.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile G and D on CUDA (default off; ignored on CPU)")
     parser.set_defaults(func=run)
@@ -122,6 +124,7 @@ def _resolve(args: argparse.Namespace) -> tuple[TeacherConfig, Path, dict[str, A
 
     cli = {key: getattr(args, key) for _, key, _, _ in OPTIONS}
     cli.update(data=args.data, out=args.out, ema=args.ema, amp=args.amp, mirror=args.mirror, compile=args.compile)
+    cli.update(shared_cli_values(args))
     file_values = load_yaml(args.config, TeacherConfig) if args.config else {}
     out = cli["out"] or file_values.get("out")
     if not out:
@@ -129,9 +132,14 @@ def _resolve(args: argparse.Namespace) -> tuple[TeacherConfig, Path, dict[str, A
     run_dir = Path(out)
     state = None
     if args.resume:
+        from distilgan.train.config import legacy_notice
+
         state = load_state(run_dir / STATE_PATH)
         config = resolve_config(cli, file_values, saved=state["config"], cls=TeacherConfig)
         check_resume_compatible(state["config"], config, TEACHER_FREE_KEYS)
+        notice = legacy_notice(state["config"])
+        if notice:
+            print(f"train-teacher: {notice}")
     else:
         if (run_dir / STATE_PATH).exists():
             raise UserError(f"{run_dir} already holds a training run (add --resume to continue it, or pick another --out)")
@@ -174,23 +182,30 @@ def run(args: argparse.Namespace) -> int:
                                                 resolution=resolution, channels=channels)
         except ValueError as err:  # e.g. an unsupported resolution
             raise UserError(f"cannot build the models for {config.data}: {err}") from None
-        if cuda:  # NHWC convolutions are faster on tensor cores; same function
-            generator.to(memory_format=torch.channels_last)
-            discriminator.to(memory_format=torch.channels_last)
         objective = GANObjective(
             generator.to(dist.device), discriminator.to(dist.device), z_dim=config.z_dim,
             num_classes=data.num_classes, d_steps=config.d_steps, policy=config.diffaugment, lecam=config.lecam,
             compile=config.compile and cuda, seed=config.seed, rank=dist.rank,
         )
         source = RealBatches(data.images, data.labels, config.batch_size, config.seed, dist, mirror=config.mirror)
-        trainer = Trainer(config, generator, discriminator, objective, source, run_dir, dist, name="train-teacher")
+        from distilgan.train.run_options import build_loop_metrics
+
+        from distilgan.utils.noise import sample_z
+
+        def z_sampler(generator, n):  # the teacher's own z: N(0, I), as the objective draws it
+            return sample_z(generator, n, config.z_dim)
+
+        metrics = build_loop_metrics(config, run_dir, config.data, z_sampler, list(range(data.num_classes)), dist.device)
+        trainer = Trainer(config, generator, discriminator, objective, source, run_dir, dist, name="train-teacher",
+                          metrics=metrics)
         if state is not None:
             trainer.load_state_dict(state)
         if dist.is_main:
             save_config(config, run_dir / "config.yaml")
-            for flag in ("amp", "compile"):
-                if getattr(config, flag) and not cuda:
-                    print(f"train-teacher: --{flag} is for CUDA; training without it on the CPU")
+            if config.compile and not cuda:
+                print("train-teacher: --compile is for CUDA; training without it on the CPU")
+            print(f"train-teacher: precision {trainer.precision} ({trainer.precision_reason})"
+                  f"{', channels_last' if config.channels_last else ''}")
             g_params = sum(p.numel() for p in generator.parameters())
             d_params = sum(p.numel() for p in discriminator.parameters())
             print(f"train-teacher: {len(data)} images {resolution}x{resolution}, {data.num_classes} classes; "
@@ -205,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_main:
             print(f"train-teacher: done at step {result['step']} (epoch {result['epoch']}); "
                   f"generator in {run_dir / 'generator'}")
+            if "best" in result:
+                print(f"train-teacher: {result['best']['summary']}")
         return 0
     finally:
         teardown_distributed()

@@ -37,7 +37,10 @@ class TrainConfig:
     lr_decay_start: int | None = None
     # distillation objective
     lambda_pixel: float = 0.2
-    pixel_decay: float = 0.0  # subtracted from lambda_pixel per G step (0: constant)
+    # constant (DiStyleGAN) or epoch-linear (TinyGAN: pixel_decay subtracted once per epoch, 0.2 - 0.01
+    # per epoch = a 20-epoch warm-down); step-linear is how runs made before this key decayed it
+    pixel_schedule: str = "constant"
+    pixel_decay: float = 0.01  # per epoch under epoch-linear (per G step under the legacy step-linear)
     lambda_gan_g: float = 0.01
     lambda_gan_d: float = 0.2
     gstep: int = 10  # G's adversarial terms every gstep steps
@@ -45,6 +48,7 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.999
     ema_start: int = 0  # steps before which the EMA copy just follows G (BigGAN's ema_start)
+    ema_buffers: str = "average"  # BN statistics of the EMA copy: average, copy (legacy) or recompute
     # bookkeeping
     ckpt_every: int = 10  # epochs
     ckpt_every_steps: int | None = None  # also every this many steps (long epochs, slow machines)
@@ -54,16 +58,26 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 2
-    amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = False  # legacy spelling of precision bf16 on CUDA
+    precision: str = "auto"  # auto, fp32 or bf16 autocast (train/precision.py)
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and tensor cores
+    # metrics inside the loop (train/loop_metrics.py): names, samples per evaluation, cadence in steps
+    metrics: str = ""  # comma list, e.g. "kid" or "kid,fid"; empty: none
+    metric_n: int = 1000
+    metric_every: int | None = None  # steps; None: at every checkpoint
+    metric_ref: str | None = None  # statistics .npz or dataset; None: the run's --real data, else its store
     extra: dict[str, Any] = field(default_factory=dict)  # room for later objectives' settings
 
+
+# Keys a run saved before they existed, and the value that reproduces what such a run did.
+LEGACY_DEFAULTS = {"ema_buffers": "copy", "pixel_schedule": "step-linear"}
 
 # Keys that may differ on --resume: where files are, which machine, how often we write things, and
 # how long to train (to extend a finished run; with --lr-decay-start the decay then stretches to the
 # new end). Everything else changes the maths of the run, so a difference is an error.
 RESUME_FREE_KEYS = frozenset(
     {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "ckpt_every_steps", "grid_every", "log_every",
-     "epochs", "max_steps"}
+     "epochs", "max_steps", "precision", "channels_last", "metrics", "metric_n", "metric_every", "metric_ref"}
 )
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
@@ -143,11 +157,34 @@ def resolve_config(
     ``cls`` is TrainConfig or a subclass carrying an objective's own keys (e.g. the teacher's).
     """
     merged: dict[str, Any] = dataclasses.asdict(cls())
+    if saved is not None:
+        merged.update(legacy_defaults(saved))
     for layer in (saved or {}, file_values or {}, {k: v for k, v in cli.items() if v is not None}):
         merged.update(normalise_keys(layer, "the options", cls))
     config = cls(**merged)
     validate(config)
     return config
+
+
+def legacy_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of keys a saved run predates, chosen so that it resumes with the maths it had."""
+    return {key: value for key, value in LEGACY_DEFAULTS.items() if key not in saved}
+
+
+def legacy_notice(saved: Mapping[str, Any]) -> str | None:
+    """One line naming the defaults an old run resumes with, or None for a current run."""
+    implied = legacy_defaults(saved)
+    if not implied:
+        return None
+    keys = ", ".join(f"{key}={value}" for key, value in implied.items())
+    return f"this run predates {', '.join(implied)}; resuming with what it did then: {keys}"
+
+
+CHOICES = {
+    "pixel_schedule": ("constant", "epoch-linear", "step-linear"),
+    "ema_buffers": ("average", "copy", "recompute"),
+    "precision": ("auto", "fp32", "bf16"),
+}
 
 
 def validate(config: TrainConfig) -> None:
@@ -157,11 +194,20 @@ def validate(config: TrainConfig) -> None:
             raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for name in ("batch_size", "epochs", "gstep", "ckpt_every", "grid_every", "log_every", "grid_columns",
-                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps"):
+                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps", "metric_every"):
         positive(name)
     for name in ("lambda_pixel", "pixel_decay", "lambda_gan_g", "lambda_gan_d", "workers", "lr_decay_start",
                  "ema_start"):
         positive(name, allow_zero=True)
+    for name, choices in CHOICES.items():
+        value = getattr(config, name)
+        if value not in choices:
+            raise UserError(f"{name} '{value}' does not exist (choose from {', '.join(choices)})")
+    if config.metric_n < 2:
+        raise UserError(f"metric_n must be >= 2, got {config.metric_n}")
+    from distilgan.train.loop_metrics import parse_metrics
+
+    parse_metrics(config.metrics)
     for name in ("beta1", "beta2", "ema_decay"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise UserError(f"{name} must be in [0, 1), got {getattr(config, name)}")

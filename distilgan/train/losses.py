@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distilgan.utils.noise import rng
+from distilgan.utils.noise import ZDistribution, rng
 
 # TinyGAN / DiStyleGAN: deeper D blocks see more semantic features and weigh more.
 FEATURE_WEIGHTS = (1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
@@ -28,6 +28,7 @@ FEATURE_WEIGHTS = (1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 FRESH_Z_GAN_WEIGHT = 0.2
 
 NOISE_STREAM = 0x5EED  # distinguishes this stream from the other uses of the run's seed
+PIXEL_SCHEDULES = ("constant", "epoch-linear", "step-linear")
 
 Terms = dict[str, Tensor]
 
@@ -57,15 +58,25 @@ def feature_l1(student: list[Tensor], teacher: list[Tensor], weights: tuple[floa
 class DistillationObjective:
     """Black-box distillation (TinyGAN, DiStyleGAN) of a teacher's (z, y) -> image pairs.
 
-    G: sum_i w_i |D_i(G(z,y)) - D_i(T(z,y))|  +  lambda_pixel(step) |G(z,y) - T(z,y)|
+    G: sum_i w_i |D_i(G(z,y)) - D_i(T(z,y))|  +  lambda_pixel(epoch) |G(z,y) - T(z,y)|
        and every ``gstep`` steps  lambda_gan_g * hinge_G(D(G(z,y), y))
                                   + 0.2 * lambda_gan_g * hinge_G(D(G(z', y'), y')).
     D: hinge(D(T(z,y), y) real, D(G(z,y), y) fake)
        + lambda_gan_d * hinge(D(x, y_x) real, D(G(z', y_x), y_x) fake)     (only with real data)
 
-    z' is fresh noise. y' are the real batch's labels with real data; without real data they are
-    balanced random labels (every class equally often, shuffled), so the fresh-z term still pushes
-    G towards images D accepts for classes it has not just seen paired with a teacher image.
+    z' is fresh noise from the distribution the store's z came from (``z_sampler``). y' are the real
+    batch's labels with real data; without real data they are balanced random labels over the
+    store's classes (every class equally often, shuffled), so the fresh-z term still pushes G towards
+    images D accepts for classes it has not just seen paired with a teacher image.
+
+    G(z, y) and G(z', y') are separate forward passes, as in TinyGAN's solver and DiStyleGAN's
+    update_G: with BatchNorm in training mode a joint pass would normalise the teacher-z batch with
+    statistics that include the fresh batch, so the pixel term would differ between adversarial and
+    non-adversarial steps. D sees one concatenated batch (its layers have no batch statistics).
+
+    lambda_pixel: ``constant`` (DiStyleGAN), ``epoch-linear`` (TinyGAN: ``pixel_decay`` subtracted
+    once per epoch, ``max(0, 0.2 - 0.01 * epoch)``, a 20-epoch warm-down) or ``step-linear`` (per G
+    step; how runs made before the schedule key decayed it).
     """
 
     def __init__(
@@ -76,16 +87,26 @@ class DistillationObjective:
         z_dim: int,
         num_classes: int,
         lambda_pixel: float = 0.2,
-        pixel_decay: float = 0.0,
+        pixel_schedule: str = "constant",
+        pixel_decay: float = 0.01,
+        steps_per_epoch: int = 1,
         lambda_gan_g: float = 0.01,
         lambda_gan_d: float = 0.2,
         gstep: int = 10,
+        classes: list[int] | None = None,
+        z_distribution: ZDistribution | None = None,
         seed: int = 0,
         rank: int = 0,
     ) -> None:
+        if pixel_schedule not in PIXEL_SCHEDULES:
+            raise ValueError(f"unknown pixel schedule {pixel_schedule!r} (choose from {', '.join(PIXEL_SCHEDULES)})")
         self.G, self.D = generator, discriminator
         self.z_dim, self.num_classes = z_dim, num_classes
-        self.lambda_pixel, self.pixel_decay = lambda_pixel, pixel_decay
+        # the labels fresh z is drawn for: the store's classes (a subset of the teacher's, in its order)
+        self.classes = torch.as_tensor(list(range(num_classes)) if classes is None else list(classes), dtype=torch.long)
+        self.z_distribution = z_distribution or ZDistribution()
+        self.lambda_pixel, self.pixel_schedule, self.pixel_decay = lambda_pixel, pixel_schedule, pixel_decay
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
         self.lambda_gan_g, self.lambda_gan_d, self.gstep = lambda_gan_g, lambda_gan_d, gstep
         # fresh z and labels: a CPU stream of our own (per DDP rank), saved with the training state
         self.noise = torch.Generator().manual_seed(int(rng(seed, NOISE_STREAM, rank).integers(2**62)))
@@ -104,19 +125,25 @@ class DistillationObjective:
         return True
 
     def lambda_pixel_at(self, step: int) -> float:
-        """``lambda_pixel - pixel_decay * step``, not below 0 (G steps once per step here)."""
-        return max(0.0, self.lambda_pixel - self.pixel_decay * step)
+        """lambda_pixel at loop step ``step`` (epoch = step // steps_per_epoch, as the loop counts)."""
+        if self.pixel_schedule == "constant":
+            return self.lambda_pixel
+        if self.pixel_schedule == "epoch-linear":
+            return max(0.0, self.lambda_pixel - self.pixel_decay * (step // self.steps_per_epoch))
+        return max(0.0, self.lambda_pixel - self.pixel_decay * step)  # step-linear (legacy)
 
     def adversarial_due(self, step: int) -> bool:
         return step % self.gstep == 0
 
     # -- noise ------------------------------------------------------------------------------------
     def fresh_z(self, n: int, device: torch.device) -> Tensor:
-        return torch.randn(n, self.z_dim, generator=self.noise).to(device)
+        """z' from the store's distribution (normal, or one of the truncations)."""
+        return self.z_distribution.sample_torch(self.noise, n, self.z_dim).to(device)
 
     def balanced_labels(self, n: int, device: torch.device) -> Tensor:
-        offset = int(torch.randint(self.num_classes, (1,), generator=self.noise))
-        labels = (torch.arange(n) + offset) % self.num_classes
+        count = len(self.classes)
+        offset = int(torch.randint(count, (1,), generator=self.noise))
+        labels = self.classes[(torch.arange(n) + offset) % count]
         return labels[torch.randperm(n, generator=self.noise)].to(device)
 
     def fresh_labels(self, batch: dict[str, Tensor]) -> Tensor:
@@ -133,8 +160,9 @@ class DistillationObjective:
             if has_real:
                 real_labels = batch["real_labels"]
                 fresh = self.fresh_z(real_labels.shape[0], z.device)
-                fakes = self.G(torch.cat([z, fresh]), torch.cat([labels, real_labels]))
-                images = torch.cat([teacher, fakes[:n], batch["real_images"], fakes[n:]])
+                # separate G passes: BN batch statistics of one distribution each (see the class doc)
+                fakes, fresh_fakes = self.G(z, labels), self.G(fresh, real_labels)
+                images = torch.cat([teacher, fakes, batch["real_images"], fresh_fakes.to(fakes.dtype)])
                 all_labels = torch.cat([labels, labels, real_labels, real_labels])
             else:
                 images = torch.cat([teacher, self.G(z, labels)])
@@ -161,8 +189,10 @@ class DistillationObjective:
         if adversarial:
             fresh_labels = self.fresh_labels(batch)
             fresh = self.fresh_z(fresh_labels.shape[0], z.device)
-            students = self.G(torch.cat([z, fresh]), torch.cat([labels, fresh_labels]))
-            logits, student_features = self.D(students, torch.cat([labels, fresh_labels]))
+            students = self.G(z, labels)  # separate G passes (see the class doc); one D pass
+            fresh_students = self.G(fresh, fresh_labels)
+            logits, student_features = self.D(torch.cat([students, fresh_students.to(students.dtype)]),
+                                              torch.cat([labels, fresh_labels]))
             student_features = [f[:n] for f in student_features]
         else:
             students = self.G(z, labels)

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,15 +29,22 @@ from distilgan.errors import UserError
 from distilgan.train.batches import BatchSource
 from distilgan.train.config import TrainConfig, config_to_dict
 from distilgan.train.distributed import DistContext, all_reduce_mean, broadcast_from_main
-from distilgan.train.ema import EMA
+from distilgan.train.ema import EMA, recompute_batchnorm
+from distilgan.train.precision import autocast, resolve_precision
 from distilgan.train.state import capture_rng, restore_rng, save_state
 from distilgan.utils.noise import rng, sample_z
 
 STATE_PATH = Path("state") / "state.pt"
 GRID_STREAM = 0x6121D  # seeds the fixed z of the per-epoch grid
 MAX_GRID_ROWS = 32  # one row per class, at most this many classes (evenly spread) in the grid
+BN_STREAM = 0xB4E5  # inputs of the EMA copy's BN re-estimation (ema_buffers recompute)
+BN_BATCHES = 16
+# A loss that stays non-finite this many steps in a row ends the run (gradients are zeroed meanwhile).
+NONFINITE_PATIENCE = 10
 # Test hook: SIGKILL this process right after the given step, to prove resume after a hard crash.
 KILL_ENV = "DISTILGAN_TEST_KILL_AT_STEP"
+
+ZSampler = Callable[[np.random.Generator, int], np.ndarray]
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -53,19 +60,32 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, generator: nn.Module, discriminator: nn.Module, objective: Any,
                  source: BatchSource | None = None, run_dir: str | Path | None = None,
-                 dist: DistContext | None = None, name: str = "distill") -> None:
+                 dist: DistContext | None = None, name: str = "distill", z_sampler: ZSampler | None = None,
+                 metrics: Any = None, classes: list[int] | None = None) -> None:
         self.config, self.objective, self.source, self.name = config, objective, source, name
+        # the model's own z distribution, for the grid, the BN re-estimation and the metrics
+        z_dim = int(generator.z_dim)
+        self.z_sampler = z_sampler or (lambda generator_, n: sample_z(generator_, n, z_dim))
+        self.metrics = metrics
+        # the labels the model was trained for (a store may hold a subset of the teacher's classes)
+        self.classes = np.asarray(list(range(int(generator.num_classes))) if classes is None else list(classes), np.int64)
         self.dist = dist or DistContext()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.G, self.D = generator.to(self.dist.device), discriminator.to(self.dist.device)
+        if config.channels_last:  # NHWC convolutions (oneDNN on CPU, tensor cores on CUDA); same function
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         if self.dist.distributed:  # every rank starts from rank 0's weights
             broadcast_from_main([t.data for t in [*self.G.state_dict().values(), *self.D.state_dict().values()]])
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
-        self.ema = EMA(self.G, config.ema_decay) if config.ema else None
+        self.ema = EMA(self.G, config.ema_decay, buffers=config.ema_buffers) if config.ema else None
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.use_amp = config.amp and self.dist.device.type == "cuda"
+        requested = "bf16" if config.amp and self.dist.device.type == "cuda" else config.precision
+        self.precision, self.precision_reason = resolve_precision(requested, self.dist.device, self.G, self.D,
+                                                                  config.batch_size // self.dist.world_size)
+        self.nonfinite_steps = 0
         steps_per_epoch = source.steps_per_epoch if source is not None else 1
         self.total_steps = config.epochs * steps_per_epoch
         if config.max_steps is not None:
@@ -73,18 +93,32 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.dist.device)
+
+    def _check_finite(self, loss: Tensor, what: str) -> None:
+        """Count steps in a row whose loss is NaN/inf; past the patience the run stops with one line."""
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        self.nonfinite_steps += 1
+        if self.nonfinite_steps >= NONFINITE_PATIENCE:
+            from distilgan.errors import UserError
+
+            raise UserError(f"the {what} loss has been NaN or infinite for {self.nonfinite_steps} steps in a row, up to "
+                            f"step {self.step + 1} (lower --lr-g/--lr-d, try --precision fp32, or resume from an earlier "
+                            "checkpoint)")
 
     def _update(self, loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         loss.backward()
+        params = [p for p in model.parameters() if p.requires_grad]
         if self.dist.distributed:
-            params = [p for p in model.parameters() if p.requires_grad]
             for p in params:  # a parameter unused this step still joins the all-reduce
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             all_reduce_mean([p.grad for p in params], self.dist.world_size)
+        # one bad batch must not poison Adam's moments (stylegan2-ada, EDM): non-finite gradients -> finite
+        grads = [p.grad for p in params if p.grad is not None]
+        for grad in grads:
+            torch.nan_to_num(grad, nan=0.0, posinf=1e5, neginf=-1e5, out=grad)
         optimizer.step()
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -103,6 +137,8 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         with self._autocast():
             d_loss, terms = self.objective.discriminator_loss(batch)
+        finite_before = self.nonfinite_steps
+        self._check_finite(d_loss, "discriminator")
         self._update(d_loss, self.D, self.opt_d)
 
         if self.objective.generator_update_due(step):
@@ -111,13 +147,17 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             with self._autocast():
                 g_loss, g_terms = self.objective.generator_loss(batch, step)
+            if self.nonfinite_steps == finite_before:  # count a step once, whichever loss broke
+                self._check_finite(g_loss, "generator")
             self._update(g_loss, self.G, self.opt_g)
             terms = {**terms, **g_terms}
             if self.ema is not None:
                 if step < self.config.ema_start:  # before ema_start the copy just follows G (BigGAN)
-                    self.ema.shadow.load_state_dict(self.G.state_dict())
+                    self.ema.follow(self.G)
                 else:
                     self.ema.update(self.G)
+        if self.nonfinite_steps == finite_before:
+            self.nonfinite_steps = 0  # a finite step ends the streak
         self.D.requires_grad_(True)
         self.step += 1
         return {**terms, "lr_g": torch.tensor(self.config.lr_g * factor), "lr_d": torch.tensor(self.config.lr_d * factor)}
@@ -134,17 +174,31 @@ class Trainer:
     def inference_model(self) -> nn.Module:
         return self.ema.shadow if self.ema is not None else self.G
 
+    def shipped_model(self) -> nn.Module:
+        """What a checkpoint holds: the inference model, with BN statistics re-estimated on its own
+        outputs under ``ema_buffers: recompute`` (a copy; training goes on with the averaged ones)."""
+        model = self.inference_model()
+        if self.ema is None or self.config.ema_buffers != "recompute":
+            return model
+        device, batch = self.dist.device, max(2, self.config.batch_size // self.dist.world_size)
+        def draw(i: int) -> tuple[Tensor, Tensor]:
+            z = self.z_sampler(rng(self.config.seed, BN_STREAM, i), batch)
+            labels = self.classes[(np.arange(batch) + i * batch) % len(self.classes)]
+            return torch.from_numpy(z).to(device), torch.from_numpy(labels).to(device)
+
+        return recompute_batchnorm(model, draw, BN_BATCHES)
+
     def grid_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """Fixed z and labels of the per-epoch grid: one row per class, ``grid_columns`` per row."""
-        num_classes, columns = int(self.G.num_classes), self.config.grid_columns
-        classes = np.unique(np.linspace(0, num_classes - 1, min(num_classes, MAX_GRID_ROWS)).round().astype(np.int64))
+        count, columns = len(self.classes), self.config.grid_columns
+        classes = self.classes[np.unique(np.linspace(0, count - 1, min(count, MAX_GRID_ROWS)).round().astype(np.int64))]
         labels = np.repeat(classes, columns)
-        z = sample_z(rng(self.config.seed, GRID_STREAM), len(labels), int(self.G.z_dim))
+        z = self.z_sampler(rng(self.config.seed, GRID_STREAM), len(labels))
         return z, labels
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:
-        model = self.inference_model()
+        model = self.shipped_model()
         was_training = model.training
         model.eval()  # BatchNorm with running statistics, as at inference
         z, labels = self.grid_inputs()
@@ -199,8 +253,9 @@ class Trainer:
         else:
             every_rank = [rng_state]
         if self.dist.is_main and self.run_dir is not None:
-            model = self.inference_model()
-            metadata = {"step": self.step, "epoch": self.epoch, "ema": self.ema is not None}
+            model = self.shipped_model()
+            metadata = {"step": self.step, "epoch": self.epoch, "ema": self.ema is not None,
+                        "ema_buffers": self.config.ema_buffers if self.ema is not None else None}
             model.save_pretrained(self.run_dir / "checkpoints" / f"generator-{self.step:06d}", metadata=metadata)
             model.save_pretrained(self.run_dir / "generator", metadata=metadata)
             save_state({**self.state_dict(), "rng": every_rank}, self.run_dir / STATE_PATH)
@@ -208,6 +263,27 @@ class Trainer:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def evaluate_metrics(self, logger: Any) -> dict[str, Any] | None:
+        """In-loop metrics of the shipped model (rank 0); a new best is saved as ``RUN/best/``."""
+        record = None
+        if self.metrics is not None and self.dist.is_main and self.run_dir is not None:
+            from distilgan.train.loop_metrics import BEST_DIR
+
+            model = self.shipped_model()
+            record = self.metrics.evaluate(model, self.step, self.epoch, self.step * self.config.batch_size)
+            self.metrics.write(record)
+            if logger is not None:
+                logger.log(self.step, self.epoch, {f"metrics/{name}": float(record[name]) for name in self.metrics.names})
+            if record["best"]:
+                metadata = {"step": self.step, "epoch": self.epoch, "ema": self.ema is not None,
+                            "best_metric": self.metrics.primary, "best_value": float(record[self.metrics.primary])}
+                model.save_pretrained(self.run_dir / BEST_DIR, metadata=metadata)
+        if self.metrics is not None and self.dist.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return record
 
     # -- the whole run ------------------------------------------------------------------------------
     def fit(self, resumed: bool = False) -> dict[str, Any]:
@@ -221,6 +297,17 @@ class Trainer:
         logger = None
         if self.dist.is_main:
             logger = RunLogger(self.run_dir, resume_step=self.step if resumed else None)
+            if resumed and self.metrics is not None:
+                self.metrics.truncate(self.step)
+        metric_every = config.metric_every
+        evaluated_at = -1
+
+        def checkpoint_and_metrics() -> None:
+            nonlocal evaluated_at
+            self.save_checkpoint()
+            if self.metrics is not None and not metric_every and evaluated_at != self.step:
+                self.evaluate_metrics(logger)
+                evaluated_at = self.step
         kill_at = int(os.environ.get(KILL_ENV, "0"))
         global_batch = config.batch_size
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
@@ -248,7 +335,10 @@ class Trainer:
                                          "g": f"{scalars.get('g/total', float('nan')):.3f}"})
                     every = config.ckpt_every_steps
                     if every and self.step % every == 0 and self.step < self.total_steps:
-                        self.save_checkpoint()  # mid-epoch is fine: resume skips the batches done
+                        checkpoint_and_metrics()  # mid-epoch is fine: resume skips the batches done
+                    if self.metrics is not None and metric_every and self.step % metric_every == 0:
+                        self.evaluate_metrics(logger)
+                        evaluated_at = self.step
                     if kill_at and self.step == kill_at:
                         if logger is not None:
                             logger.flush()
@@ -261,7 +351,7 @@ class Trainer:
                         logger.grid(self.epoch, self.step, self.sample_grid(), nrow=config.grid_columns)
                         grid_epoch = self.epoch
                     if self.epoch % config.ckpt_every == 0 and self.step < self.total_steps:
-                        self.save_checkpoint()
+                        checkpoint_and_metrics()
                 elif self.step < self.total_steps:
                     raise RuntimeError(f"the data ended after {self.batch_in_epoch} of {source.steps_per_epoch} "
                                        f"batches in epoch {self.epoch}")
@@ -269,8 +359,14 @@ class Trainer:
                 label = self.epoch + (1 if self.batch_in_epoch else 0)  # a partial epoch counts as the next
                 logger.grid(label, self.step, self.sample_grid(), nrow=config.grid_columns)
             self.save_checkpoint()
+            if self.metrics is not None and evaluated_at != self.step:
+                self.evaluate_metrics(logger)
         finally:
             bar.close()
             if logger is not None:
                 logger.close()
-        return {"step": self.step, "epoch": self.epoch, "run_dir": str(self.run_dir)}
+        result = {"step": self.step, "epoch": self.epoch, "run_dir": str(self.run_dir)}
+        if self.metrics is not None and self.metrics.best is not None:
+            result["best"] = {"step": self.metrics.best["step"], self.metrics.primary: self.metrics.best[self.metrics.primary],
+                              "summary": self.metrics.summary()}
+        return result

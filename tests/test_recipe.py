@@ -317,3 +317,57 @@ def test_distill_with_metrics_writes_jsonl_best_and_reports_it(store: Path, tmp_
 def test_bad_metric_name_is_one_line(store: Path, tmp_path: Path, cli) -> None:
     code, _, err = cli("distill", "--data", store, "--out", tmp_path / "run", "--metrics", "kdi", *TINY)
     assert code == 2 and "metric 'kdi' does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+# -- issue 15: the in-memory store gives the streaming order ----------------------------------------
+@pytest.mark.parametrize("workers", [0, 2])
+def test_in_memory_store_batches_equal_the_streamed_ones(store: Path, workers: int) -> None:
+    from distilgan.train.batches import StoreBatches
+    from distilgan.train.distributed import DistContext
+
+    streamed = StoreBatches(str(store), 8, 5, DistContext(), workers=workers, in_memory=False)
+    memory = StoreBatches(str(store), 8, 5, DistContext(), workers=workers, in_memory=True)
+    assert streamed.steps_per_epoch == memory.steps_per_epoch == 6
+    for epoch in (0, 1):
+        a, b = list(streamed.batches(epoch)), list(memory.batches(epoch))
+        assert len(a) == len(b) == 6
+        for x, y in zip(a, b):
+            for key in ("z", "labels", "teacher_images"):
+                assert torch.equal(x[key], y[key]), (epoch, key)
+    skipped = list(memory.batches(1, skip=4))
+    assert len(skipped) == 2 and torch.equal(skipped[0]["z"], list(streamed.batches(1))[4]["z"])
+
+
+def test_stream_sample_order_matches_iteration_with_a_small_pool(store: Path) -> None:
+    from distilgan.data.store import DistillationStore
+    from distilgan.data.store_stream import StoreStream
+
+    z_all = DistillationStore.open(store).load_all()[0]
+    for rank, world in ((0, 1), (1, 2)):
+        stream = StoreStream(store, shuffle=True, seed=3, rank=rank, world_size=world, shuffle_buffer=10)
+        stream.set_epoch(2)
+        iterated = torch.stack([z for z, _, _ in stream]).numpy()
+        assert np.array_equal(iterated, z_all[stream.sample_order()])
+
+
+def test_exact_resume_under_bf16_and_auto_keeps_its_choice(store: Path, tmp_path: Path, cli) -> None:
+    from distilgan.train.logging import read_log
+    from distilgan.train.state import load_state
+
+    tiny = [a if a != "fp32" else "bf16" for a in TINY]  # TINY fixes fp32; here the same run in bf16
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert cli("distill", "--data", store, "--out", whole, "--epochs", "2", *tiny)[0] == 0
+    assert cli("distill", "--data", store, "--out", split, "--epochs", "2", "--max-steps", "4", *tiny)[0] == 0
+    code, out, err = cli("distill", "--data", store, "--out", split, "--epochs", "2", "--resume", *tiny)
+    assert code == 0, err
+    assert load_state(whole / "state" / "state.pt")["precision"] == "bf16"
+    for mine, theirs in zip(read_log(split)[4:], read_log(whole)[4:]):
+        for term, value in theirs.items():
+            if term.startswith(("d/", "g/")):
+                assert mine[term] == value, (mine["step"], term)  # bit-exact: same kernels, same order
+    # a run started under auto resumes with whatever its probe picked, not a new probe's answer
+    auto = [a if a != "fp32" else "auto" for a in TINY]
+    assert cli("distill", "--data", store, "--out", tmp_path / "auto", "--epochs", "1", *auto)[0] == 0
+    chosen = load_state(tmp_path / "auto" / "state" / "state.pt")["precision"]
+    code, out, _ = cli("distill", "--data", store, "--out", tmp_path / "auto", "--epochs", "2", "--resume", *auto)
+    assert code == 0 and f"precision {chosen} (as the run chose at its start)" in out

@@ -28,7 +28,7 @@ from distilgan.train.training_loop import KILL_ENV, lr_factor
 
 Z_DIM, CLASSES, RES = 16, 3, 16
 TINY = ["--ngf", "16", "--ndf", "16", "--project-dim", "16", "--batch-size", "16", "--workers", "0",
-        "--log-every", "1", "--seed", "1", "--gstep", "2", "--ckpt-every", "1"]
+        "--log-every", "1", "--seed", "1", "--gstep", "2", "--ckpt-every", "1", "--precision", "fp32"]
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

@@ -27,7 +27,8 @@ from distilgan.train.training_loop import KILL_ENV
 CLASSES, RES, Z_DIM = 3, 16, 24  # 16x16 G has 2 blocks: z splits into 3 chunks
 TINY = ["--ch", "8", "--d-ch", "8", "--z-dim", str(Z_DIM), "--shared-dim", "8", "--batch-size", "8",
         "--d-steps", "2", "--lecam", "0.3", "--diffaugment", "color,translation,cutout", "--ema-start", "2",
-        "--log-every", "1", "--ckpt-every", "1", "--ckpt-every-steps", "4", "--seed", "1", "--device", "cpu"]
+        "--log-every", "1", "--ckpt-every", "1", "--ckpt-every-steps", "4", "--seed", "1", "--device", "cpu",
+        "--precision", "fp32"]
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

@@ -72,6 +72,9 @@ def add_parser(subparsers: Any) -> None:
                         help="keep an EMA copy of G and ship it (default on; --no-ema ships the raw G)")
     parser.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
                         help="legacy spelling of --precision bf16 on CUDA")
+    parser.add_argument("--store-in-memory", dest="store_in_memory", action=argparse.BooleanOptionalAction,
+                        default=None, help="read the store into memory once and batch by index, same order as "
+                        "streaming (default: when it fits in 4 GiB)")
     add_shared_options(parser)
     parser.set_defaults(func=run)
 
@@ -117,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.utils.noise import ZDistribution
 
     cli = {key: getattr(args, key) for _, key, _, _ in OPTIONS}
-    cli.update(data=args.data, out=args.out, real=args.real, ema=args.ema, amp=args.amp)
+    cli.update(data=args.data, out=args.out, real=args.real, ema=args.ema, amp=args.amp,
+               store_in_memory=args.store_in_memory)
     cli.update(shared_cli_values(args))
     file_values = load_yaml(args.config) if args.config else {}
     out = cli["out"] or file_values.get("out")
@@ -183,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         sampler = None
         if real is not None:
             sampler = RealSampler(real.images, real.labels, config.batch_size, config.seed, dist)
-        source = StoreBatches(config.data, config.batch_size, config.seed, dist, workers=config.workers, real=sampler)
+        source = StoreBatches(config.data, config.batch_size, config.seed, dist, workers=config.workers, real=sampler,
+                              in_memory=config.store_in_memory)
         objective.steps_per_epoch = source.steps_per_epoch  # lambda_pixel's epoch-linear schedule counts epochs
 
         def z_sampler(generator_: Any, n: int) -> Any:
@@ -199,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_main:
             save_config(config, run_dir / "config.yaml")
             print(f"distill: precision {trainer.precision} ({trainer.precision_reason})"
-                  f"{', channels_last' if config.channels_last else ''}; z {z_distribution.describe()}, "
+                  f"{', channels_last ' + '+'.join(trainer.channels_last) if trainer.channels_last else ''}; z {z_distribution.describe()}, "
                   f"lambda-pixel {config.pixel_schedule}")
             mode = "with real data" if real is not None else "black-box only (no --real)"
             print(f"distill: {store.num_samples} samples, {source.steps_per_epoch} steps/epoch, "

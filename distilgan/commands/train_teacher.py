@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             if config.compile and not cuda:
                 print("train-teacher: --compile is for CUDA; training without it on the CPU")
             print(f"train-teacher: precision {trainer.precision} ({trainer.precision_reason})"
-                  f"{', channels_last' if config.channels_last else ''}")
+                  f"{', channels_last ' + '+'.join(trainer.channels_last) if trainer.channels_last else ''}")
             g_params = sum(p.numel() for p in generator.parameters())
             d_params = sum(p.numel() for p in discriminator.parameters())
             print(f"train-teacher: {len(data)} images {resolution}x{resolution}, {data.num_classes} classes; "

@@ -105,6 +105,38 @@ class StoreStream(IterableDataset):
             position += counts[shard]
         return pieces
 
+    def sample_order(self, worker: int = 0, num_workers: int = 1) -> np.ndarray:
+        """The global sample indices (shards laid end to end in index order) that ``__iter__`` yields
+        for this rank's ``worker``, in the same order: the same pool logic, on indices instead of data."""
+        offsets = np.concatenate([[0], np.cumsum(self.store.shard_counts())])
+        pieces = [np.arange(offsets[shard] + lo, offsets[shard] + hi) for shard, lo, hi in self.pieces(worker, num_workers)]
+        if not self.shuffle:
+            return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        gen = rng(self.seed, self.epoch, self.rank, worker, num_workers)
+        out: list[np.ndarray] = []
+        pool = np.zeros(0, np.int64)
+        for piece in pieces:
+            pool = np.concatenate([pool, piece])
+            if len(pool) >= self.shuffle_buffer:
+                perm = gen.permutation(len(pool))
+                keep = self.shuffle_buffer // 2
+                out.append(pool[perm[: len(perm) - keep]])
+                pool = pool[perm[len(perm) - keep :]]
+        if len(pool):
+            out.append(pool[gen.permutation(len(pool))])
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def loader_order(self, batch_size: int, num_workers: int) -> np.ndarray:
+        """The order a ``DataLoader(self, batch_size, num_workers)`` delivers samples in: each worker's
+        batches (its last one partial), taken round-robin over the workers still running."""
+        if num_workers == 0:
+            return self.sample_order(0, 1)
+        per_worker = [self.sample_order(w, num_workers) for w in range(num_workers)]
+        batches = [[order[i : i + batch_size] for i in range(0, len(order), batch_size)] for order in per_worker]
+        out = [b for round_ in range(max(len(b) for b in batches)) for b in
+               (worker[round_] for worker in batches if round_ < len(worker))]
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
     # -- iteration --------------------------------------------------------------------------------
 
     def _emit(self, arrays: list[np.ndarray], index: np.ndarray | None = None) -> Iterator[tuple[Any, Any, Any]]:

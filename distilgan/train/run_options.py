@@ -32,7 +32,8 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", dest="metrics", nargs="+", default=None, metavar="NAME",
                         help="metrics inside the loop, kid and/or fid (the first chooses RUN/best/; default: none)")
     parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
-                        help="NHWC activations (default on: faster convolutions on CPU and tensor cores)")
+                        help="NHWC activations (default: each network's preference: on for BigGAN, off for DiStyleGAN, "
+                        "whose BatchNorm backward is slower in NHWC on CPU)")
 
 
 def shared_cli_values(args: argparse.Namespace) -> dict[str, Any]:

@@ -72,14 +72,24 @@ class Trainer:
         self.dist = dist or DistContext()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.G, self.D = generator.to(self.dist.device), discriminator.to(self.dist.device)
-        if config.channels_last:  # NHWC convolutions (oneDNN on CPU, tensor cores on CUDA); same function
-            self.G.to(memory_format=torch.channels_last)
-            self.D.to(memory_format=torch.channels_last)
+        # NHWC convolutions (oneDNN on CPU, tensor cores on CUDA), same function; None: the network's own choice
+        self.channels_last = []
+        for role, model in (("G", self.G), ("D", self.D)):
+            wanted = config.channels_last
+            if wanted is None:
+                wanted = bool(getattr(model, "prefers_channels_last", False))
+            if wanted:
+                model.to(memory_format=torch.channels_last)
+                self.channels_last.append(role)
         if self.dist.distributed:  # every rank starts from rank 0's weights
             broadcast_from_main([t.data for t in [*self.G.state_dict().values(), *self.D.state_dict().values()]])
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
+        # a generator-only objective (fine-tuning) keeps D fixed: no D step, no D optimiser
+        self.train_d = bool(getattr(objective, "trains_discriminator", True))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas) if self.train_d else None
+        if not self.train_d:
+            self.D.requires_grad_(False)
         self.ema = EMA(self.G, config.ema_decay, buffers=config.ema_buffers) if config.ema else None
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         requested = "bf16" if config.amp and self.dist.device.type == "cuda" else config.precision
@@ -127,19 +137,21 @@ class Trainer:
         factor = lr_factor(step, self.config.lr_decay_start, self.total_steps)
         for group in self.opt_g.param_groups:
             group["lr"] = self.config.lr_g * factor
-        for group in self.opt_d.param_groups:
+        for group in self.opt_d.param_groups if self.opt_d is not None else []:
             group["lr"] = self.config.lr_d * factor
         if self.dist.distributed:
             broadcast_from_main([*self.G.buffers(), *self.D.buffers()])
 
-        self.G.requires_grad_(False)
-        self.D.requires_grad_(True)
-        self.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
-            d_loss, terms = self.objective.discriminator_loss(batch)
         finite_before = self.nonfinite_steps
-        self._check_finite(d_loss, "discriminator")
-        self._update(d_loss, self.D, self.opt_d)
+        terms: dict[str, Tensor] = {}
+        if self.train_d:
+            self.G.requires_grad_(False)
+            self.D.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            with self._autocast():
+                d_loss, terms = self.objective.discriminator_loss(batch)
+            self._check_finite(d_loss, "discriminator")
+            self._update(d_loss, self.D, self.opt_d)
 
         if self.objective.generator_update_due(step):
             self.G.requires_grad_(True)
@@ -158,7 +170,7 @@ class Trainer:
                     self.ema.update(self.G)
         if self.nonfinite_steps == finite_before:
             self.nonfinite_steps = 0  # a finite step ends the streak
-        self.D.requires_grad_(True)
+        self.D.requires_grad_(self.train_d)
         self.step += 1
         return {**terms, "lr_g": torch.tensor(self.config.lr_g * factor), "lr_d": torch.tensor(self.config.lr_d * factor)}
 
@@ -214,10 +226,11 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "schedule": {"lr_g": self.config.lr_g, "lr_d": self.config.lr_d,
                          "lr_decay_start": self.config.lr_decay_start, "total_steps": self.total_steps},
             "source": self.source.state_dict() if self.source is not None else {},
+            "precision": self.precision,
             "objective": self.objective.state_dict(),
         }
 
@@ -225,12 +238,16 @@ class Trainer:
         if int(state["world_size"]) != self.dist.world_size:
             raise UserError(f"--resume: 'world_size' is {self.dist.world_size} but the run was started with "
                             f"{state['world_size']} processes (resume with the same torchrun --nproc_per_node)")
+        if self.config.precision == "auto" and state.get("precision") in ("fp32", "bf16"):
+            # a resumed run keeps the precision its probe chose at the start, so it stays one run
+            self.precision, self.precision_reason = state["precision"], "as the run chose at its start"
         self.G.load_state_dict(state["generator"])
         self.D.load_state_dict(state["discriminator"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.epoch, self.batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
         if self.source is not None:
             self.source.load_state_dict(state["source"])

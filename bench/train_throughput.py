@@ -1,12 +1,19 @@
-"""Training throughput of the distillation step (samples/s), default DiStyleGAN model, batch 128.
+"""Training throughput, today's path against the new one in the same run (issue 15).
 
-    .venv/bin/python bench/train_throughput.py [--steps 20] [--warmup 3] [--device cpu] [--no-real]
+    .venv/bin/python bench/train_throughput.py [--steps 10] [--warmup 2] [--models student teacher-ch64]
 
-Two step kinds, as they occur in training: "every-step" (D update + G feature/pixel terms; 9 of 10
-steps with --gstep 10) and "gstep" (the same plus G's two adversarial terms). Batches are synthetic
-tensors already in memory, so this measures the model maths of the training loop's ``train_step``
-(objective, backward, Adam, EMA), not the store reading. Prints a table and writes
-bench/results/train_throughput.json.
+Per model, batch 128 with the real-data terms, two paths timed one after the other in this process:
+
+* ``before``: what distilgan did until this change: fp32, NCHW, and for the student the store streamed
+  through a DataLoader with the default 2 worker processes (``--store-in-memory off``);
+* ``after``: the defaults now: ``--precision auto`` (its probe's choice is printed), each network's
+  memory format (BigGAN channels_last, DiStyleGAN NCHW), the store read once into memory.
+
+The student's store is a synthetic 2,560-sample set written to a temporary folder; the teacher's
+real data are random uint8 images in memory (the same for both paths). Reported per path: samples/s
+(wall), CPU-seconds per sample (this process and its DataLoader workers), joules per sample where
+RAPL is readable, and the ratio after/before. Prints a table, writes bench/results/train_throughput.json
+with the machine's CPU model, bf16/AMX flags, load average, date and command.
 """
 
 from __future__ import annotations
@@ -14,105 +21,161 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from distilgan.models import DiStyleGANDiscriminator, DiStyleGANGenerator
-from distilgan.train.config import TrainConfig
-from distilgan.train.losses import DistillationObjective
-from distilgan.train.distributed import DistContext, resolve_device
-from distilgan.train.training_loop import Trainer
-from distilgan.utils.atomic import atomic_write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distilgan.train.config import TrainConfig  # noqa: E402
+from distilgan.train.distributed import DistContext  # noqa: E402
+from distilgan.train.training_loop import Trainer  # noqa: E402
+from distilgan.utils.atomic import atomic_write_json  # noqa: E402
+from distilgan.utils.energy import CostMeter  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
+BATCH = 128
 
 
-def synthetic_batch(batch: int, z_dim: int, classes: int, resolution: int, real: bool, device: torch.device) -> dict:
-    gen = torch.Generator().manual_seed(0)
-    out = {
-        "z": torch.randn(batch, z_dim, generator=gen),
-        "labels": torch.arange(batch) % classes,
-        "teacher_images": torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1,
-    }
-    if real:
-        out["real_images"] = torch.rand(batch, 3, resolution, resolution, generator=gen) * 2 - 1
-        out["real_labels"] = torch.arange(batch) % classes
-    return {k: v.to(device) for k, v in out.items()}
+def machine() -> dict[str, Any]:
+    from distilgan.train.precision import cpu_bf16_flags
+
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        lscpu = ""
+    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
+    return {"cpu": model, "bf16_flags": cpu_bf16_flags(), "amx_tile": "amx_tile" in lscpu,
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "load_average_start": list(os.getloadavg()),
+            "torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
-def time_steps(trainer: Trainer, batch: dict, steps: int, adversarial: bool, gstep: int) -> tuple[float, float]:
-    """(wall, process CPU) seconds per step of one kind; the step counter is set so the objective
-    picks that kind. CPU time is what to compare on a shared machine: wall time there includes
-    waiting for other processes."""
-    device = trainer.dist.device
-    wall = cpu = 0.0
-    for i in range(steps):
-        trainer.step = (i + 1) * gstep if adversarial else (i * gstep + 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start, start_cpu = time.perf_counter(), time.process_time()
-        trainer.train_step(batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        wall += time.perf_counter() - start
-        cpu += time.process_time() - start_cpu
-    return wall / steps, cpu / steps
+def make_store(folder: Path) -> Path:
+    from distilgan.teachers.base import Teacher
+    from distilgan.data.store import write_store
+
+    class Toy(Teacher):
+        spec = "bench:toy"
+
+        def __init__(self) -> None:
+            self.z_dim, self.num_classes, self.resolution, self.channels = 512, 10, 32, 3
+            self.class_names = [f"c{i}" for i in range(10)]
+
+        def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+            pixels = np.tanh(z[:, :1, None, None] * np.linspace(-1, 1, 32)[None, None, :, None]
+                             + labels[:, None, None, None] / 10.0)
+            return np.broadcast_to(pixels, (len(z), 3, 32, 32)).astype(np.float32)
+
+        def fingerprint(self) -> str:
+            return "bench-toy"
+
+    path = folder / "store"
+    write_store(Toy(), path, per_class=256, shard_size=640, progress=False)
+    return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per kind (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    parser.add_argument("--no-real", action="store_true", help="black-box only: no real-data terms")
+def student_trainer(path: str, store: Path, real: tuple[np.ndarray, np.ndarray]) -> tuple[Trainer, Any]:
+    from distilgan.models import DiStyleGANDiscriminator, DiStyleGANGenerator
+    from distilgan.train.batches import RealSampler, StoreBatches
+    from distilgan.train.losses import DistillationObjective
+
+    torch.manual_seed(0)
+    G, D = DiStyleGANGenerator(), DiStyleGANDiscriminator()
+    objective = DistillationObjective(G, D, z_dim=G.z_dim, num_classes=G.num_classes)
+    dist = DistContext()
+    before = path == "before"
+    config = TrainConfig(batch_size=BATCH, precision="fp32" if before else "auto", channels_last=False if before else None)
+    sampler = RealSampler(real[0], real[1], BATCH, 0, dist)
+    source = StoreBatches(str(store), BATCH, 0, dist, workers=2 if before else 0, real=sampler, in_memory=not before)
+    return Trainer(config, G, D, objective, source, dist=dist), source
+
+
+def teacher_trainer(path: str, real: tuple[np.ndarray, np.ndarray]) -> tuple[Trainer, Any]:
+    from distilgan.models import BigGANDiscriminator, BigGANGenerator
+    from distilgan.train.batches import RealBatches
+    from distilgan.train.losses import GANObjective
+
+    torch.manual_seed(0)
+    G = BigGANGenerator(z_dim=128, num_classes=10, ch=64, resolution=32, channels=3, shared_dim=128)
+    D = BigGANDiscriminator(num_classes=10, ch=64, resolution=32, channels=3)
+    objective = GANObjective(G, D, z_dim=128, num_classes=10, d_steps=4)
+    dist = DistContext()
+    before = path == "before"
+    config = TrainConfig(batch_size=BATCH, beta1=0.0, precision="fp32" if before else "auto",
+                         channels_last=False if before else None)
+    return Trainer(config, G, D, objective, RealBatches(real[0], real[1], BATCH, 0, dist, mirror=True), dist=dist), None
+
+
+def time_path(trainer: Trainer, steps: int, warmup: int) -> dict[str, Any]:
+    """Steps through the source's batches as fit() does (so the data path is timed too)."""
+    assert trainer.source is not None
+    done, meter = 0, None
+    epoch = 0
+    while done < warmup + steps:
+        for batch in trainer.source.batches(epoch):
+            if done == warmup:
+                meter = CostMeter()
+            trainer.train_step(batch)
+            done += 1
+            if done >= warmup + steps:
+                break
+        epoch += 1
+    assert meter is not None
+    cost = meter.per_item(steps * BATCH)
+    return {"samples_per_s": 1.0 / float(cost["wall_s_per_item"]), "cpu_s_per_sample": cost["cpu_s_per_item"],
+            "joules_per_sample": cost["joules_per_item"], "precision": trainer.precision,
+            "precision_reason": trainer.precision_reason, "channels_last": trainer.channels_last}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed loop steps per path (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    parser.add_argument("--models", nargs="+", default=["student", "teacher-ch64"], choices=["student", "teacher-ch64"])
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    config = TrainConfig(batch_size=args.batch_size, amp=args.amp)
-    torch.manual_seed(0)
-    G, D = DiStyleGANGenerator(), DiStyleGANDiscriminator()  # reference defaults: 32x32, 10 classes, z 512
-    objective = DistillationObjective(G, D, z_dim=G.z_dim, num_classes=G.num_classes, gstep=config.gstep)
-    trainer = Trainer(config, G, D, objective, dist=DistContext(device=device))
-    batch = synthetic_batch(args.batch_size, G.z_dim, G.num_classes, G.resolution, not args.no_real, device)
-    for adversarial in (False, True):
-        time_steps(trainer, batch, args.warmup, adversarial, config.gstep)
-
+    info = machine()
+    generator = np.random.default_rng(0)
+    real = (generator.integers(0, 256, (4096, 32, 32, 3), dtype=np.uint8), np.arange(4096) % 10)
     rows = []
-    for kind, adversarial in (("every-step", False), ("gstep", True)):
-        wall, cpu = time_steps(trainer, batch, args.steps, adversarial, config.gstep)
-        rows.append({"kind": kind, "seconds_per_step": wall, "samples_per_s": args.batch_size / wall,
-                     "cpu_seconds_per_step": cpu, "samples_per_cpu_s": args.batch_size / cpu})
-    # the mix seen in training: 1 gstep step per gstep steps
-    mix = {key: ((config.gstep - 1) * rows[0][key] + rows[1][key]) / config.gstep
-           for key in ("seconds_per_step", "cpu_seconds_per_step")}
-    rows.append({"kind": f"mixed (1 in {config.gstep})", **mix,
-                 "samples_per_s": args.batch_size / mix["seconds_per_step"],
-                 "samples_per_cpu_s": args.batch_size / mix["cpu_seconds_per_step"]})
-
-    print(f"{'step kind':<18} {'s/step':>8} {'samples/s':>10} {'cpu s/step':>11} {'samples/cpu-s':>14}")
-    for row in rows:
-        print(f"{row['kind']:<18} {row['seconds_per_step']:>8.3f} {row['samples_per_s']:>10.1f} "
-              f"{row['cpu_seconds_per_step']:>11.3f} {row['samples_per_cpu_s']:>14.1f}")
-    result = {
-        "benchmark": "train_throughput",
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "load_average_at_end": list(os.getloadavg()), "python": platform.python_version(),
-        "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "amp": trainer.use_amp,
-        "real_data_terms": not args.no_real, "model": {"generator": G.config, "discriminator": D.config},
-        "rows": rows,
-    }
-    out = Path(args.out)
-    atomic_write_json(out, result)
-    print(f"wrote {out}")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = make_store(Path(tmp)) if "student" in args.models else None
+        for model in args.models:
+            result: dict[str, Any] = {"model": model}
+            for path in ("before", "after"):
+                if model == "student":
+                    trainer, _ = student_trainer(path, store, real)
+                else:
+                    trainer, _ = teacher_trainer(path, real)
+                result[path] = time_path(trainer, args.steps, args.warmup)
+                print(f"{model:<13} {path:<6} {result[path]['samples_per_s']:8.1f} samples/s "
+                      f"{result[path]['cpu_s_per_sample'] * 1e3:8.2f} CPU-ms/sample  ({result[path]['precision']}, "
+                      f"{result[path]['precision_reason']}; channels_last {result[path]['channels_last'] or 'none'})",
+                      flush=True)
+            result["speedup"] = result["after"]["samples_per_s"] / result["before"]["samples_per_s"]
+            result["cpu_cost_ratio"] = result["before"]["cpu_s_per_sample"] / result["after"]["cpu_s_per_sample"]
+            rows.append(result)
+    print(f"\n{'model':<13} {'before':>10} {'after':>10} {'speed-up':>9} {'CPU-cost ratio':>15}  (samples/s, batch {BATCH}, "
+          "with real-data terms)")
+    for r in rows:
+        print(f"{r['model']:<13} {r['before']['samples_per_s']:>10.1f} {r['after']['samples_per_s']:>10.1f} "
+              f"{r['speedup']:>8.2f}x {r['cpu_cost_ratio']:>14.2f}x")
+    energy = rows[0]["after"]["joules_per_sample"] if rows else "not readable"
+    print(f"energy: {'RAPL' if energy != 'not readable' else 'not readable (no /sys/class/powercap/intel-rapl*)'}")
+    info["load_average_end"] = list(os.getloadavg())
+    atomic_write_json(Path(args.out), {"benchmark": "train_throughput", "batch_size": BATCH, "steps": args.steps,
+                                       "warmup": args.warmup, "machine": info, "rows": rows,
+                                       "command": " ".join(["python", *sys.argv])})
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

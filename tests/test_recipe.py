@@ -312,6 +312,8 @@ def test_distill_with_metrics_writes_jsonl_best_and_reports_it(store: Path, tmp_
     assert model.metadata["step"] == best["step"] and model.metadata["best_metric"] == "kid"
     assert (out / "metrics" / "reference.npz").is_file()
     assert f"best kid {best['kid']:.5g} at step {best['step']}" in capsys.readouterr().out
+    assert run_cli("gif", out)[0] == 0  # the GIF names the best step too
+    assert f"best in-loop kid {best['kid']:.5g} at step {best['step']}" in capsys.readouterr().out
 
 
 def test_bad_metric_name_is_one_line(store: Path, tmp_path: Path, cli) -> None:
@@ -371,3 +373,46 @@ def test_exact_resume_under_bf16_and_auto_keeps_its_choice(store: Path, tmp_path
     chosen = load_state(tmp_path / "auto" / "state" / "state.pt")["precision"]
     code, out, _ = cli("distill", "--data", store, "--out", tmp_path / "auto", "--epochs", "2", "--resume", *auto)
     assert code == 0 and f"precision {chosen} (as the run chose at its start)" in out
+
+
+# -- issue 24 item 4: interruption saves the state ----------------------------------------------------
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_signal_saves_state_and_resume_continues_exactly(store: Path, tmp_path: Path, signame: str) -> None:
+    """kill -INT / -TERM mid-run: the state is written, one line names the --resume command, and the
+    resumed run's next losses equal an uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from distilgan.train.logging import read_log
+    from distilgan.train.state import load_state
+    from tests.test_train import SUBPROCESS_ENV
+
+    args = [sys.executable, "-m", "distilgan", "distill", "--data", str(store), "--epochs", "4", *TINY]
+    whole = tmp_path / "whole"
+    subprocess.run([*args, "--out", str(whole)], env=SUBPROCESS_ENV, check=True, capture_output=True, timeout=300)
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([*args, "--out", str(out), "--ckpt-every", "100"], env=SUBPROCESS_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(r.get("step", 0) >= 4 for r in read_log(out)):
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, signame), err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("distilgan:") and "error" in line]
+    assert len(lines) == 1 and f"{signame} at step" in lines[0]
+    assert f"continue with: distilgan distill --out {out} --resume" in lines[0]
+    assert "Traceback" not in err
+    stopped = load_state(out / "state" / "state.pt")["step"]
+    assert 4 <= stopped < 12
+    resumed = subprocess.run([*args, "--out", str(out), "--ckpt-every", "100", "--resume"], env=SUBPROCESS_ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    mine, theirs = read_log(out), read_log(whole)
+    assert [r["step"] for r in mine] == [r["step"] for r in theirs] == list(range(1, 13))
+    for a, b in zip(mine[stopped:], theirs[stopped:]):
+        for term, value in b.items():
+            if term.startswith(("d/", "g/")):
+                assert a[term] == pytest.approx(value, rel=1e-6, abs=1e-7), (a["step"], term)

@@ -23,16 +23,44 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def make_gif(frames_paths: list[Path], out: Path, fps: float = 4.0, hold_last: float = 1.0) -> int:
+CAPTION_HEIGHT = 14
+
+
+def _captioned(image: "Any", text: str) -> "Any":
+    """The frame with a strip of text under it (epoch, and which frame holds the best metric)."""
+    from PIL import Image, ImageDraw
+
+    framed = Image.new("RGB", (image.width, image.height + CAPTION_HEIGHT), (255, 255, 255))
+    framed.paste(image, (0, 0))
+    ImageDraw.Draw(framed).text((3, image.height + 1), text, fill=(0, 0, 0))
+    return framed
+
+
+def best_epoch(run_dir: Path) -> tuple[int, dict[str, Any]] | None:
+    """(epoch of the grid that shows the best in-loop snapshot, its metrics record), if the run has metrics."""
+    from distilgan.train.loop_metrics import read_metrics
+
+    records = read_metrics(run_dir)
+    scored = [r for r in records if r.get("best")]
+    if not scored:
+        return None
+    best = scored[-1]  # the last record that was a new best is the best
+    epoch = int(best.get("grid_epoch", best.get("epoch", 0) + 1))
+    return epoch, best
+
+
+def make_gif(frames_paths: list[Path], out: Path, fps: float = 4.0, hold_last: float = 1.0,
+             captions: list[str] | None = None) -> int:
     """Write ``out`` atomically; returns the number of frames."""
     from PIL import Image
 
     from distilgan.utils.atomic import atomic_path
 
     frames = []
-    for path in frames_paths:
+    for i, path in enumerate(frames_paths):
         with Image.open(path) as image:
-            frames.append(image.convert("RGB"))
+            frame = image.convert("RGB")
+        frames.append(_captioned(frame, captions[i]) if captions else frame)
     size = frames[-1].size
     # a grid's size never changes within a run, but a later rerun with other --grid-columns could
     frames = [f if f.size == size else f.resize(size, Image.Resampling.NEAREST) for f in frames]
@@ -60,6 +88,15 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError(f"no grids in {run_dir / GRID_DIR} (train with distilgan distill first; grids are saved every --grid-every epochs)")
     out = Path(args.out) if args.out else run_dir / "training.gif"
-    count = make_gif(paths, out, fps=args.fps, hold_last=args.hold_last)
+    best = best_epoch(run_dir)
+    epochs = [int(p.stem.split("-")[1]) for p in paths]
+    marked = next((e for e in epochs if best and e >= best[0]), None)  # first frame drawn with the best weights
+    captions = [f"epoch {e}" + ("  <- best" if e == marked else "") for e in epochs]
+    count = make_gif(paths, out, fps=args.fps, hold_last=args.hold_last, captions=captions)
     print(f"gif: {count} frames -> {out}")
+    if best is not None:
+        epoch, record = best
+        name = next(k for k in ("kid", "fid") if k in record)
+        print(f"gif: best in-loop {name} {record[name]:.5g} at step {record['step']} (shown from the epoch-{epoch:04d} "
+              f"frame on; snapshot in {run_dir / 'best'})")
     return 0

@@ -52,6 +52,8 @@ class TrainConfig:
     # bookkeeping
     ckpt_every: int = 10  # epochs
     ckpt_every_steps: int | None = None  # also every this many steps (long epochs, slow machines)
+    ckpt_every_minutes: float | None = 10.0  # and by wall time (None or 0: off)
+    ckpt_keep: int | None = None  # keep the newest N step folders in checkpoints/ (None: all)
     grid_every: int = 1  # epochs
     log_every: int = 10  # steps
     grid_columns: int = 10
@@ -80,7 +82,7 @@ LEGACY_DEFAULTS = {"ema_buffers": "copy", "pixel_schedule": "step-linear"}
 # new end). Everything else changes the maths of the run, so a difference is an error.
 RESUME_FREE_KEYS = frozenset(
     {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "ckpt_every_steps", "grid_every", "log_every",
-     "epochs", "max_steps", "precision", "channels_last", "store_in_memory", "metrics", "metric_n", "metric_every", "metric_ref"}
+     "epochs", "max_steps", "precision", "channels_last", "store_in_memory", "ckpt_every_minutes", "ckpt_keep", "metrics", "metric_n", "metric_every", "metric_ref"}
 )
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
@@ -197,10 +199,10 @@ def validate(config: TrainConfig) -> None:
             raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for name in ("batch_size", "epochs", "gstep", "ckpt_every", "grid_every", "log_every", "grid_columns",
-                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps", "metric_every"):
+                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps", "metric_every", "ckpt_keep"):
         positive(name)
     for name in ("lambda_pixel", "pixel_decay", "lambda_gan_g", "lambda_gan_d", "workers", "lr_decay_start",
-                 "ema_start"):
+                 "ema_start", "ckpt_every_minutes"):
         positive(name, allow_zero=True)
     for name, choices in CHOICES.items():
         value = getattr(config, name)

@@ -18,6 +18,9 @@ SHARED_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--ema-buffers", "ema_buffers", str,
      "BatchNorm statistics of the EMA copy: average (default, averaged like the weights), recompute "
      "(re-estimated on its own outputs at every save) or copy (the raw G's, as before)"),
+    ("--ckpt-every-minutes", "ckpt_every_minutes", float,
+     "also save checkpoint + training state every this many minutes of wall time (default 10; 0: off)"),
+    ("--ckpt-keep", "ckpt_keep", int, "keep only the newest N step checkpoints in RUN/checkpoints (default: all)"),
     ("--metric-n", "metric_n", int, "samples per in-loop evaluation, and reference images (default 1000)"),
     ("--metric-every", "metric_every", int, "evaluate every this many steps (default: at every checkpoint)"),
     ("--metric-ref", "metric_ref", str,

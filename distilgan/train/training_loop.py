@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distilgan.errors import UserError
+from distilgan.errors import UserError  # noqa: F401  (also the base of TrainingInterrupted)
 from distilgan.train.batches import BatchSource
 from distilgan.train.config import TrainConfig, config_to_dict
 from distilgan.train.distributed import DistContext, all_reduce_mean, broadcast_from_main
@@ -45,6 +45,42 @@ NONFINITE_PATIENCE = 10
 KILL_ENV = "DISTILGAN_TEST_KILL_AT_STEP"
 
 ZSampler = Callable[[np.random.Generator, int], np.ndarray]
+
+
+class TrainingInterrupted(UserError):
+    """SIGINT/SIGTERM during fit(): the state was saved; one line says how to continue."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)  # 130 for Ctrl-C, 143 for SIGTERM, as shells report them
+
+
+class _StopSignals:
+    """First SIGINT/SIGTERM: remember it (the loop saves and stops after the current step);
+    a second one: stop at once, as Ctrl-C normally does."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -111,7 +147,7 @@ class Trainer:
             return
         self.nonfinite_steps += 1
         if self.nonfinite_steps >= NONFINITE_PATIENCE:
-            from distilgan.errors import UserError
+            from distilgan.errors import UserError  # noqa: F401  (also the base of TrainingInterrupted)
 
             raise UserError(f"the {what} loss has been NaN or infinite for {self.nonfinite_steps} steps in a row, up to "
                             f"step {self.step + 1} (lower --lr-g/--lr-d, try --precision fp32, or resume from an earlier "
@@ -256,6 +292,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Inference folders, then the training state (all ranks call: RNG states are gathered)."""
+        self.last_save_time = time.monotonic()
         rng_state = capture_rng(self.objective.generators())
         if self.dist.distributed:
             import torch.distributed as dist
@@ -276,6 +313,7 @@ class Trainer:
             model.save_pretrained(self.run_dir / "checkpoints" / f"generator-{self.step:06d}", metadata=metadata)
             model.save_pretrained(self.run_dir / "generator", metadata=metadata)
             save_state({**self.state_dict(), "rng": every_rank}, self.run_dir / STATE_PATH)
+            self._prune_checkpoints()
         if self.dist.distributed:
             import torch.distributed as dist
 
@@ -289,6 +327,8 @@ class Trainer:
 
             model = self.shipped_model()
             record = self.metrics.evaluate(model, self.step, self.epoch, self.step * self.config.batch_size)
+            # the first per-epoch grid drawn with these weights (or later ones): for the GIF's caption
+            record["grid_epoch"] = self.epoch + (1 if self.batch_in_epoch else 0)
             self.metrics.write(record)
             if logger is not None:
                 logger.log(self.step, self.epoch, {f"metrics/{name}": float(record[name]) for name in self.metrics.names})
@@ -301,6 +341,27 @@ class Trainer:
 
             dist.barrier()
         return record
+
+    def _prune_checkpoints(self) -> None:
+        """Keep the newest ``ckpt_keep`` step folders (None: all); generator/, best/ and the state stay."""
+        keep = self.config.ckpt_keep
+        if not keep or self.run_dir is None:
+            return
+        import shutil
+
+        folders = sorted((self.run_dir / "checkpoints").glob("generator-[0-9]*"))
+        for old in folders[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _any_rank(self, wanted: bool) -> bool:
+        """True if any rank wants it (a save or a stop must happen at the same step on every DDP rank)."""
+        if not self.dist.distributed:
+            return wanted
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if wanted else 0.0], device=self.dist.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     # -- the whole run ------------------------------------------------------------------------------
     def fit(self, resumed: bool = False) -> dict[str, Any]:
@@ -329,10 +390,16 @@ class Trainer:
         global_batch = config.batch_size
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
                    dynamic_ncols=True, desc=self.name)
+        from distilgan.utils.energy import CostMeter
+
+        meter = CostMeter()  # CPU-seconds (and joules where RAPL is readable) per sample, between logs
         last_time, last_step, grid_epoch = time.perf_counter(), self.step, -1
         # Terms seen since the last log, latest value of each: terms that only occur on some steps
         # (G's adversarial terms every gstep steps) reach the log even when no logged step has them.
         pending: dict[str, Tensor] = {}
+        stop = _StopSignals()
+        stop.install()
+        self.last_save_time = time.monotonic()
         try:
             while self.step < self.total_steps:
                 for batch in source.batches(self.epoch, skip=self.batch_in_epoch):
@@ -344,6 +411,11 @@ class Trainer:
                         scalars, pending = self.reduce_terms(pending), {}
                         now = time.perf_counter()
                         scalars["samples_per_s"] = global_batch * (self.step - last_step) / max(now - last_time, 1e-9)
+                        cost = meter.per_item(self.config.batch_size // self.dist.world_size * (self.step - last_step))
+                        scalars["cpu_s_per_sample"] = float(cost["cpu_s_per_item"])
+                        if meter.energy_readable:
+                            scalars["joules_per_sample"] = float(cost["joules_per_item"])
+                        meter.reset()
                         last_time, last_step = now, self.step
                         if logger is not None:
                             logger.log(self.step, self.epoch, scalars)
@@ -356,6 +428,19 @@ class Trainer:
                     if self.metrics is not None and metric_every and self.step % metric_every == 0:
                         self.evaluate_metrics(logger)
                         evaluated_at = self.step
+                    minutes = config.ckpt_every_minutes
+                    due = bool(minutes) and time.monotonic() - self.last_save_time >= 60 * minutes
+                    flags = self._any_rank(due), self._any_rank(stop.received is not None)
+                    if flags[0] and self.step < self.total_steps and not flags[1]:
+                        self.save_checkpoint()  # by wall time too: a slow machine never loses much work
+                    if flags[1]:
+                        self.save_checkpoint()
+                        if logger is not None:
+                            logger.flush()
+                        name = signal.Signals(stop.received).name if stop.received else "a signal"
+                        raise TrainingInterrupted(
+                            f"{name} at step {self.step}: training state and checkpoint saved in {self.run_dir}; "
+                            f"continue with: distilgan {self.name} --out {self.run_dir} --resume", stop.received or 15)
                     if kill_at and self.step == kill_at:
                         if logger is not None:
                             logger.flush()
@@ -379,6 +464,7 @@ class Trainer:
             if self.metrics is not None and evaluated_at != self.step:
                 self.evaluate_metrics(logger)
         finally:
+            stop.restore()
             bar.close()
             if logger is not None:
                 logger.close()

@@ -416,3 +416,16 @@ def test_signal_saves_state_and_resume_continues_exactly(store: Path, tmp_path: 
         for term, value in b.items():
             if term.startswith(("d/", "g/")):
                 assert a[term] == pytest.approx(value, rel=1e-6, abs=1e-7), (a["step"], term)
+
+
+def test_real_data_is_matched_to_the_store_by_class_names(store: Path, tmp_path: Path, cli) -> None:
+    images = np.zeros((20, RES, RES, 3), np.uint8)
+    swapped = tmp_path / "swapped.npz"  # same count, other order: counts alone would accept it
+    np.savez(swapped, images=images, labels=np.arange(20) % 3, class_names=np.array(["class1", "class0", "class2"]))
+    code, _, err = cli("distill", "--data", store, "--out", tmp_path / "run", "--real", swapped, *TINY)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "names its classes differently" in err and "label 0: 'class0' vs 'class1'" in err
+    same = tmp_path / "same.npz"
+    np.savez(same, images=images, labels=np.arange(20) % 3, class_names=np.array(["class0", "class1", "class2"]))
+    code, _, err = cli("distill", "--data", store, "--out", tmp_path / "ok", "--real", same, "--max-steps", "1", *TINY)
+    assert code == 0, err

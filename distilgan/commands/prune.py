@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from distilgan.deploy.finetune_cli import add_finetune_options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,8 +14,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Remove whole channels of a DiStyleGAN student (L1 norm of the filters, BN-scaled; GLU value/gate "
             "pairs together) until its MACs are at most --macs-ratio of the original, re-estimate batch-norm "
-            "statistics, distil from the unpruned student (pixel L1), and write OUT/generator (a normal "
-            "checkpoint with per-layer widths), OUT/<format>-int8 and OUT/prune.json."
+            "statistics, distil from the unpruned student through the training loop (pixel L1, plus the feature L1 "
+            "of the distill run's discriminator with --run), and write OUT/generator (a normal checkpoint with "
+            "per-layer widths), OUT/<format>-int8 and OUT/prune.json; --finetune-out keeps the loop's run folder "
+            "(logs, grids, state for an exact --resume)."
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
@@ -26,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", default="openvino", help="export format: openvino (default) or onnx")
     parser.add_argument("--calibration-size", type=int, default=512, help="int8 calibration samples (default 512)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_finetune_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -37,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.deploy import FORMATS, check_choice
     from distilgan.deploy.commands_common import finish_training_command
     from distilgan.deploy.export import load_generator
+    from distilgan.deploy.finetune_cli import finetune_arguments
     from distilgan.deploy.prune import prune_and_distil
     from distilgan.errors import UserError
 
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load_generator(args.checkpoint)
     pruned, report = prune_and_distil(model, args.macs_ratio, steps=args.steps, batch_size=args.batch_size,
-                                      lr=args.lr, seed=args.seed)
+                                      lr=args.lr, seed=args.seed, **finetune_arguments(args, model, "prune"))
     print(f"prune: widths {report['widths_before']} -> {report['widths_after']}, MACs {report['macs_before']:,} -> "
           f"{report['macs_after']:,} ({report['macs_ratio']:.1%}); L1 to unpruned {report['l1_to_unpruned_after_prune']:.4g} "
           f"-> {report['l1_to_unpruned_final']:.4g}")

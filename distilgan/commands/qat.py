@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from distilgan.deploy.finetune_cli import add_finetune_options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,8 +14,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Fine-tune a student under INT8 fake quantisation (OpenVINO's scheme: per-channel symmetric "
             "weights, per-tensor activations, straight-through rounding) while distilling from the FP32 "
-            "student itself (pixel L1, optional random-conv feature L1; no dataset needed). Writes OUT/generator "
-            "(a normal checkpoint) and OUT/<format>-int8 (the INT8 export), and OUT/qat.json."
+            "student itself through the training loop (pixel L1, plus the feature L1 of the distill run's discriminator "
+            "with --run, or an optional random-conv feature L1; no dataset needed). Writes OUT/generator (a normal "
+            "checkpoint), OUT/<format>-int8 (the INT8 export) and OUT/qat.json; --finetune-out keeps the loop's run "
+            "folder (logs, grids, state for an exact --resume)."
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="FP32 generator checkpoint folder or built-in name")
@@ -21,7 +25,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="fine-tuning steps (default 1000)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--lr", type=float, default=2e-5, help="Adam learning rate (default 2e-5)")
-    parser.add_argument("--feature-weight", type=float, default=0.0, help="weight of the random-conv feature L1 (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the training z (default 0)")
     parser.add_argument("--format", default="openvino", help="export format: openvino (default) or onnx")
     parser.add_argument("--calibration-size", type=int, default=512, help="calibration samples (default 512)")
@@ -30,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(nncf, default: better on the students measured so far, docs/deploy.md) or exactly the "
                              "scales trained with (qat: QuantizeLinear/DequantizeLinear -> FakeQuantize)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_finetune_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.deploy import FORMATS, check_choice
     from distilgan.deploy.commands_common import finish_training_command
     from distilgan.deploy.export import load_generator
+    from distilgan.deploy.finetune_cli import finetune_arguments
     from distilgan.deploy.qat import quantization_aware_training
     from distilgan.errors import UserError
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_generator(args.checkpoint)
     tuned, report, fake_quantised = quantization_aware_training(
         model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        feature_weight=args.feature_weight, calibration_size=args.calibration_size,
+        calibration_size=args.calibration_size, **finetune_arguments(args, model, "qat"),
     )
     print(f"qat: L1 to FP32 under fake INT8 {report['l1_fake_int8_before']:.4g} -> {report['l1_fake_int8_after']:.4g}")
     report["int8_scales"] = args.int8

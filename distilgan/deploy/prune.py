@@ -14,7 +14,8 @@ Importance is the L1 norm of the channel's filters (value + gate), each scaled b
 |gamma| / sqrt(var + eps) so that it measures what reaches the GLU. The same keep fraction is
 applied to every width, the largest one whose MACs fit ``macs_ratio`` (MACs per conv scale with
 c_in * c_out, so about sqrt(ratio)). Then BN running statistics are re-estimated and the pruned
-model is distilled from the unpruned one (pixel L1; finetune.py).
+model is distilled from the unpruned one through the training loop (pixel L1, plus the distill
+run's discriminator features with ``--run``; finetune.py).
 
 ``PrunedDiStyleGANGenerator`` is the student with a ``widths`` list; it saves and loads as a
 normal checkpoint (architecture "PrunedDiStyleGANGenerator", defined in distilgan/models/pruned.py).
@@ -23,7 +24,7 @@ normal checkpoint (architecture "PrunedDiStyleGANGenerator", defined in distilga
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -148,8 +149,16 @@ def prune_and_distil(
     lr: float = 2e-4,
     seed: int = 0,
     progress: bool = True,
+    *,
+    feature_weight: float | None = None,
+    discriminator: nn.Module | None = None,
+    finetune: Mapping[str, Any] | None = None,
 ) -> tuple[PrunedDiStyleGANGenerator, dict[str, Any]]:
-    """Prune to ``macs_ratio`` of the MACs, re-estimate BN, distil from the unpruned model."""
+    """Prune to ``macs_ratio`` of the MACs, re-estimate BN, distil from the unpruned model.
+
+    ``discriminator`` (the distill run's D) adds its feature loss to the pixel L1; ``finetune``
+    holds distil()'s loop options (run_dir, resume, ema, metrics, options).
+    """
     from distilgan.deploy.finetune import distil, l1_to, recalibrate_batchnorm
 
     teacher = copy.deepcopy(model).eval()
@@ -174,6 +183,7 @@ def prune_and_distil(
         pruned = recalibrated
     if steps > 0:
         report["distillation"] = distil(pruned, teacher, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                        progress=progress, desc="prune: distil")
+                                        feature_weight=feature_weight, progress=progress, desc="prune: distil",
+                                        discriminator=discriminator, **dict(finetune or {}))
     report["l1_to_unpruned_final"] = l1_to(pruned, teacher)
     return pruned.eval(), report

@@ -13,8 +13,9 @@ needs a compiler on every user's machine. The scheme is small enough to mirror d
   minimum is >= 0 (sigmoid outputs); ranges from min/max calibration, then frozen;
 * rounding passes gradients straight through (STE); values clipped by the range get none.
 
-The fake-quantised student is distilled from the FP32 student (finetune.distil: pixel L1, plus an
-optional random-conv feature loss since a generator checkpoint has no discriminator). Afterwards
+The fake-quantised student is distilled from the FP32 student through the training loop
+(finetune.distil: pixel L1, plus the feature L1 of the distill run's discriminator with ``--run``, or
+an optional random-conv feature loss without one). Afterwards
 the INT8 export keeps the trained scales: traced for ONNX, the quantisers become
 QuantizeLinear/DequantizeLinear pairs (``torch.fake_quantize_*``), which OpenVINO reads as
 FakeQuantize and runs in INT8 (``distilgan qat --int8 qat``; export.export_model(...,
@@ -26,7 +27,8 @@ measured so far (docs/deploy.md).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -149,28 +151,52 @@ def calibrate(model: nn.Module, samples: int = 512, batch_size: int = 128, seed:
     set_mode(model, "quant")
 
 
+class FakeQuantGenerator(nn.Module):
+    """A fake-quantised generator as the training loop holds it: the loop's checkpoints
+    (RUN/generator, RUN/checkpoints/) get the plain FP32-weight model, loadable as any checkpoint;
+    the trained quantiser ranges live in the loop's state/state.pt and in the returned model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        for name in ("z_dim", "num_classes", "resolution", "channels", "class_names"):
+            setattr(self, name, getattr(model, name))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model(z, labels)
+
+    def save_pretrained(self, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        return strip_fake_quant(self.model).save_pretrained(directory, metadata=metadata)
+
+
 def quantization_aware_training(
     model: nn.Module,
     steps: int = 1000,
     batch_size: int = 64,
     lr: float = 2e-5,
     seed: int = 0,
-    feature_weight: float = 0.0,
+    feature_weight: float | None = None,
     calibration_size: int = 512,
     progress: bool = True,
+    *,
+    discriminator: nn.Module | None = None,
+    finetune: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any], nn.Module]:
     """Fine-tune under fake quantisation against the FP32 ``model``.
 
     Returns (plain FP32-weight model, report, the fake-quantised model): export the last with
     ``export_model(plain, ..., precision="int8", quantized_model=fake_quantised)`` to keep the scales
     it was trained with; NNCF post-training quantisation of ``plain`` would pick other ranges.
+    ``discriminator`` (the distill run's D) adds its feature loss; ``finetune`` holds distil()'s
+    loop options (run_dir, resume, ema, metrics, options).
     """
     teacher = copy.deepcopy(model).eval()
     student = insert_fake_quant(model)
     calibrate(student, calibration_size, seed=seed)
     report: dict[str, Any] = {"l1_fake_int8_before": l1_to(student, teacher)}
-    report["distillation"] = distil(student, teacher, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                    feature_weight=feature_weight, progress=progress, desc="qat")
+    report["distillation"] = distil(FakeQuantGenerator(student), teacher, steps=steps, batch_size=batch_size, lr=lr,
+                                    seed=seed, feature_weight=feature_weight, progress=progress, desc="qat",
+                                    discriminator=discriminator, **dict(finetune or {}))
     report["l1_fake_int8_after"] = l1_to(student, teacher)
     plain = strip_fake_quant(student).eval()
     report["l1_fp32_weights_after"] = l1_to(plain, teacher)

@@ -419,9 +419,11 @@ class Trainer:
                         last_time, last_step = now, self.step
                         if logger is not None:
                             logger.log(self.step, self.epoch, scalars)
-                        bar.set_postfix({"samples/s": f"{scalars['samples_per_s']:.0f}",
-                                         "d": f"{scalars['d/total']:.3f}",
-                                         "g": f"{scalars.get('g/total', float('nan')):.3f}"})
+                        postfix = {"samples/s": f"{scalars['samples_per_s']:.0f}"}
+                        if "d/total" in scalars:  # a generator-only objective has no D terms
+                            postfix["d"] = f"{scalars['d/total']:.3f}"
+                        postfix["g"] = f"{scalars.get('g/total', float('nan')):.3f}"
+                        bar.set_postfix(postfix)
                     every = config.ckpt_every_steps
                     if every and self.step % every == 0 and self.step < self.total_steps:
                         checkpoint_and_metrics()  # mid-epoch is fine: resume skips the batches done

@@ -1,0 +1,56 @@
+"""The fine-tuning options `distilgan prune` and `distilgan qat` share: which loss (``--run``,
+``--feature-weight``), the fine-tuning run folder (``--finetune-out``, ``--resume``) and the
+training loop's shared options (train/run_options.py)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from distilgan.errors import UserError
+from distilgan.train.run_options import add_shared_options, shared_cli_values
+
+
+def add_finetune_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fine-tuning (the training loop)")
+    group.add_argument("--run", help="the distill run folder that made the student: the trained discriminator in "
+                       "RUN/state/state.pt adds its feature L1 to the pixel L1 (default: no discriminator)")
+    group.add_argument("--feature-weight", type=float, default=None,
+                       help="weight of the feature L1: the --run discriminator's (default 1) or, without --run, a "
+                            "fixed random conv net's (default 0: pixel L1 only)")
+    group.add_argument("--finetune-out", help="fine-tuning run folder: config.yaml, log.jsonl, tb/, grids/, "
+                       "checkpoints/, state/state.pt (default: none written)")
+    group.add_argument("--resume", action="store_true", help="continue the run in --finetune-out exactly where its "
+                       "state stops (a larger --steps extends it)")
+    group.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
+                       help="ship the EMA copy of the fine-tuned weights (default off)")
+    group.add_argument("--log-every", dest="log_every", type=int, default=None, help="log every this many steps (default 10)")
+    group.add_argument("--ckpt-every-steps", dest="ckpt_every_steps", type=int, default=None,
+                       help="save checkpoint + state every this many steps (default: every 1000 and at the end)")
+    add_shared_options(group)  # type: ignore[arg-type]  # an argument group takes add_argument alike
+
+
+def finetune_arguments(args: argparse.Namespace, model: Any, command: str) -> dict[str, Any]:
+    """Keyword arguments of prune_and_distil / quantization_aware_training; prints which loss is used."""
+    from distilgan.train.finetune_objective import describe_loss, discriminator_from_run, feature_choice, run_metric_reference
+
+    options = {key: value for key, value in shared_cli_values(args).items() if value is not None}
+    for key in ("log_every", "ckpt_every_steps"):
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    if args.resume and not args.finetune_out:
+        raise UserError("--resume continues a fine-tuning run (add --finetune-out DIR)")
+    if options.get("metrics") and not args.finetune_out:
+        raise UserError("--metrics are written into the fine-tuning run folder (add --finetune-out DIR)")
+    discriminator = discriminator_from_run(args.run, model) if args.run else None
+    if options.get("metrics") and "metric_ref" not in options:
+        reference = run_metric_reference(args.run) if args.run else None
+        if reference is None:
+            raise UserError("--metrics need a reference (add --metric-ref STATS.npz|STORE|DATASET, or --run RUN to use "
+                            "that run's data)")
+        options["metric_ref"] = reference
+    kind, weight = feature_choice(discriminator is not None, True, args.feature_weight)
+    print(f"{command}: fine-tuning loss: {describe_loss(kind, weight)}"
+          + (f"; run folder {args.finetune_out}" if args.finetune_out else ""))
+    finetune = {"run_dir": args.finetune_out, "resume": args.resume, "ema": bool(args.ema), "options": options}
+    return {"feature_weight": args.feature_weight, "discriminator": discriminator, "finetune": finetune}

@@ -429,3 +429,30 @@ def test_real_data_is_matched_to_the_store_by_class_names(store: Path, tmp_path:
     np.savez(same, images=images, labels=np.arange(20) % 3, class_names=np.array(["class0", "class1", "class2"]))
     code, _, err = cli("distill", "--data", store, "--out", tmp_path / "ok", "--real", same, "--max-steps", "1", *TINY)
     assert code == 0, err
+
+
+def test_teacher_features_come_from_d_before_its_update() -> None:
+    """TinyGAN (real_list) and DiStyleGAN (features_teacher): the G step's teacher features are D's in
+    the D step, before D's optimiser step."""
+    G, D = tiny_models(seed=5)
+    objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, gstep=1000)
+    trainer = Trainer(TrainConfig(ema=False, lr_d=0.05, precision="fp32"), G, D, objective)
+    batch = fixed_batch()
+    seen = {}
+    original = objective.generator_loss
+
+    def spy(batch_, step):
+        seen["stash"] = [f.clone() for f in objective._teacher_features[1]]
+        return original(batch_, step)
+
+    objective.generator_loss = spy
+    D_before = __import__("copy").deepcopy(D)
+    trainer.train_step(batch)
+    with torch.no_grad():
+        D_before.train()
+        _, before = D_before(torch.cat([batch["teacher_images"], G(batch["z"], batch["labels"])]),
+                             torch.cat([batch["labels"], batch["labels"]]))
+        _, after = D.eval()(batch["teacher_images"], batch["labels"])
+    n = len(batch["z"])
+    assert all(torch.allclose(s, b[:n], atol=1e-5) for s, b in zip(seen["stash"], before))
+    assert not all(torch.allclose(s, a, atol=1e-4) for s, a in zip(seen["stash"], after))  # D moved (lr 0.05)

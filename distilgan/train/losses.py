@@ -168,7 +168,10 @@ class DistillationObjective:
                 images = torch.cat([teacher, self.G(z, labels)])
                 all_labels = torch.cat([labels, labels])
         # one D forward for every image: one spectral-norm update and fewer kernel launches per step
-        logits, _ = self.D(images.detach(), all_labels)
+        logits, features = self.D(images.detach(), all_labels)
+        # the teacher images' D features for this step's G loss come from D *before* its update, as in
+        # TinyGAN's solver (real_list) and DiStyleGAN's update_D (features_teacher); it also saves a D pass
+        self._teacher_features = (teacher, [f[:n].detach() for f in features])
         terms: Terms = {
             "d/teacher_real": hinge_d_real(logits[:n]),
             "d/student_fake": hinge_d_fake(logits[n : 2 * n]),
@@ -197,8 +200,12 @@ class DistillationObjective:
         else:
             students = self.G(z, labels)
             logits, student_features = self.D(students, labels)
-        with torch.no_grad():
-            _, teacher_features = self.D(teacher, labels)
+        stash, self._teacher_features = getattr(self, "_teacher_features", None), None
+        if stash is not None and stash[0] is teacher:
+            teacher_features = stash[1]
+        else:  # a G loss without this step's D loss (tests, fine-tuning): D as it is now
+            with torch.no_grad():
+                _, teacher_features = self.D(teacher, labels)
         lambda_pixel = self.lambda_pixel_at(step)
         terms: Terms = {
             "g/feature": feature_l1(student_features, teacher_features),

@@ -13,30 +13,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def machine() -> dict:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        lscpu = ""
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    from distilgan.train.precision import cpu_bf16_flags
-
-    return {"cpu": model, "bf16_flags": cpu_bf16_flags(), "amx_int8": "amx_int8" in lscpu,
-            "load_average": os.getloadavg(), "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+from _machine import machine_facts  # noqa: E402
 
 
 def main() -> int:
@@ -97,7 +83,7 @@ def main() -> int:
         print(f"{name:34s} KID {record['kid']:.5f} ± {record['kid_std']:.5f}   FID {record['fid']:8.3f}", flush=True)
     result = {"run": str(args.run), "step": int(state["step"]), "epoch": int(state["epoch"]),
               "protocol": {**record["protocol"], "variants_share": "the same z, labels and reference"},
-              "rows": rows, "machine": machine(), "command": " ".join(["python", *sys.argv])}
+              "rows": rows, "machine": machine_facts(), "command": " ".join(["python", *sys.argv])}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine_facts  # noqa: E402
 
 from distilgan.train.config import TrainConfig  # noqa: E402
 from distilgan.train.distributed import DistContext  # noqa: E402
@@ -41,19 +41,6 @@ from distilgan.utils.energy import CostMeter  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 BATCH = 128
-
-
-def machine() -> dict[str, Any]:
-    from distilgan.train.precision import cpu_bf16_flags
-
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        lscpu = ""
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    return {"cpu": model, "bf16_flags": cpu_bf16_flags(), "amx_tile": "amx_tile" in lscpu,
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "load_average_start": list(os.getloadavg()),
-            "torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def make_store(folder: Path) -> Path:
@@ -141,7 +128,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    info = machine()
+    info = machine_facts()
     generator = np.random.default_rng(0)
     real = (generator.integers(0, 256, (4096, 32, 32, 3), dtype=np.uint8), np.arange(4096) % 10)
     rows = []

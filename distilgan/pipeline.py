@@ -7,6 +7,9 @@
 
 z comes from ``distilgan.utils.noise`` seeded by ``seed`` alone and is drawn for the whole label
 list at once, so the same (labels, seed, truncation) gives the same images whatever the batch size.
+By default z follows the distribution the model was trained on (``g.z_distribution``, from its
+config.json) and labels must be among its trained classes (``g.classes``); ``truncation`` /
+``truncation_kind`` override the distribution.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import numpy as np
 import torch
 
 from distilgan.errors import UserError
-from distilgan.utils.labels import label_indices
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
-from distilgan.utils.noise import rng, sample_z
+from distilgan.utils.labels import label_indices
+from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
+from distilgan.utils.noise import ZDistribution, rng
 
 OUTPUTS = ("pil", "np", "pt")
 
@@ -63,12 +67,27 @@ class StudentGenerator:
         return list(names) if names else [str(i) for i in range(self.num_classes)]
 
     @property
+    def classes(self) -> list[int]:
+        """The classes the model was trained on, in label order (all of them unless a subset was)."""
+        return model_classes(self.model)
+
+    @property
+    def z_distribution(self) -> ZDistribution:
+        """The z distribution the model was trained on: what ``generate`` samples by default."""
+        return model_z_distribution(self.model)
+
+    def z_distribution_for(self, truncation: float | None = None, truncation_kind: str | None = None) -> ZDistribution:
+        """The distribution a call with these overrides samples (None, None: the model's own)."""
+        return choose_distribution(self.z_distribution, truncation, truncation_kind)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def label_indices(self, labels: Sequence[int | str] | int | str) -> np.ndarray:
-        """Class names or indices (ints or digit strings) -> int64 indices, checked against the model."""
-        return label_indices(labels, self.class_names)
+        """Class names or indices (ints or digit strings) -> int64 indices, checked against the model
+        and its trained classes."""
+        return label_indices(labels, self.class_names, allowed=self.classes)
 
     def sample(
         self,
@@ -77,16 +96,19 @@ class StudentGenerator:
         truncation: float | None = None,
         batch_size: int = 256,
         progress: bool = False,
+        truncation_kind: str | None = None,
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """-> (float NCHW images in [-1, 1] on the model's device, int64 labels, float32 z)."""
+        """-> (float NCHW images in [-1, 1] on the model's device, int64 labels, float32 z).
+
+        ``truncation`` None and ``truncation_kind`` None: z from the model's own distribution; see
+        :meth:`z_distribution_for` for the overrides."""
         from tqdm import tqdm
 
         indices = self.label_indices(labels)
-        if truncation is not None and not truncation > 0:
-            raise UserError(f"truncation must be > 0, got {truncation} (it is the |z| threshold of a truncated normal)")
+        distribution = self.z_distribution_for(truncation, truncation_kind)
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
-        z = sample_z(rng(seed), len(indices), self.z_dim, truncation)
+        z = distribution.sample(rng(seed), len(indices), self.z_dim)
         device = self.device
         chunks = []
         steps = range(0, len(indices), batch_size)
@@ -104,12 +126,15 @@ class StudentGenerator:
         truncation: float | None = None,
         output: str = "pil",
         batch_size: int = 256,
+        truncation_kind: str | None = None,
     ) -> Any:
         """One image per label. output: "pil" (list of PIL images), "np" (uint8 NHWC array) or
-        "pt" (float NCHW tensor in [-1, 1], on the model's device)."""
+        "pt" (float NCHW tensor in [-1, 1], on the model's device). ``truncation=None``: the model's
+        own z distribution; a number sets its threshold (``truncation_kind`` its kind)."""
         if output not in OUTPUTS:
             raise UserError(f"unknown output '{output}' (use one of {', '.join(OUTPUTS)})")
-        images, _, _ = self.sample(labels, seed=seed, truncation=truncation, batch_size=batch_size)
+        images, _, _ = self.sample(labels, seed=seed, truncation=truncation, batch_size=batch_size,
+                                   truncation_kind=truncation_kind)
         if output == "pt":
             return images
         array = to_uint8_nhwc(images)
@@ -120,7 +145,7 @@ class StudentGenerator:
     def __repr__(self) -> str:
         return (
             f"StudentGenerator({type(self.model).__name__}, {self.resolution}x{self.resolution}x{self.channels}, "
-            f"{self.num_classes} classes, z_dim={self.z_dim}, device={self.device})"
+            f"{self.num_classes} classes, z_dim={self.z_dim}, z {self.z_distribution.describe()}, device={self.device})"
         )
 
 

@@ -30,12 +30,7 @@ LOOP = {"log_every": 1, "ckpt_every_steps": 2, "precision": "fp32"}
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_models() -> tuple[torch.nn.Module, torch.nn.Module]:

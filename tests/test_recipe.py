@@ -4,7 +4,6 @@ metrics inside the loop, precision, and a test pinned to TinyGAN's equations wri
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,9 @@ from distilgan.train.losses import DistillationObjective
 from distilgan.train.precision import autocast, resolve_precision
 from distilgan.train.training_loop import NONFINITE_PATIENCE, Trainer
 from distilgan.utils.noise import ZDistribution
-from tests.test_train import CLASSES, RES, TINY, Z_DIM, run_cli, store, one_thread  # noqa: F401  (fixtures)
+from tests.test_train import CLASSES, RES, TINY, Z_DIM, run_cli, store  # noqa: F401  (store: a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:

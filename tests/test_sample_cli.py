@@ -202,7 +202,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, cli, py_teacher: Pa
     one_line_error(sample("--teacher", f"python:{py_teacher}:wrong_shape", "--out", out), "shape")
     one_line_error(sample("--teacher", f"python:{py_teacher}:wrong_range", "--out", out), "--output-range")
     one_line_error(sample("--teacher", ok, "--out", out, "--classes", "12"), "outside")
-    one_line_error(sample("--teacher", ok, "--out", out, "--classes", "zebra"), "unknown class name", "cat")
+    one_line_error(sample("--teacher", ok, "--out", out, "--classes", "zebra"), "unknown class 'zebra'", "cat")
     assert not (out / "manifest.json").exists()  # none of the above wrote a set
 
     blocker = tmp_path / "a-file"

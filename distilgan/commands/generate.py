@@ -2,6 +2,8 @@
 
 The same checkpoint, labels, counts, seed and truncation always give byte-identical files: z is
 drawn from the seed alone, PNGs carry no timestamps and the .npz is written with fixed zip dates.
+By default z follows the checkpoint's own distribution and the classes are the ones it was trained
+on, in its order (a grid row each).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from distilgan.errors import UserError
+from distilgan.utils.noise import Z_KINDS
 
 # Suffixes that look like a file the user wanted but that we do not write.
 UNSUPPORTED_SUFFIXES = {".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".npy", ".pt", ".pth"}
@@ -32,12 +35,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors) or built-in name")
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="class names or indices (default: every class)")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="class names or indices (default: every class the model was trained on, in its order)")
     count = parser.add_mutually_exclusive_group()
     count.add_argument("--per-class", type=int, metavar="N", help=f"images per label, grouped by label (default {DEFAULT_PER_CLASS})")
     count.add_argument("--n", type=int, metavar="N", help="images in total, cycling through the labels")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--truncation", type=float, metavar="PSI", help="redraw |z| above PSI (truncated normal; default off)")
+    parser.add_argument("--truncation", type=float, metavar="T",
+                        help="threshold t of z's distribution (default: the model's own, from its config.json)")
+    parser.add_argument("--truncation-kind", metavar="KIND",
+                        help=f"z's distribution: {', '.join(Z_KINDS)} (default: the model's own; with only "
+                             "--truncation, the model's kind, or truncated when its z is normal)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     parser.add_argument("--out", required=True, metavar="PATH", help="a folder, a .png grid, or an .npz file")
@@ -78,14 +86,20 @@ def save_npz_deterministic(path: Path, **arrays: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     from distilgan.pipeline import StudentGenerator, to_uint8_nhwc
     from distilgan.utils.images import save_grid, save_png
+    from distilgan.utils.labels import resolve_labels
     from distilgan.utils.noise import balanced_labels
 
     kind = output_kind(args.out)
     for option, value in (("--per-class", args.per_class), ("--n", args.n), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be >= 1, got {value}")
+    if args.truncation_kind is not None and args.truncation_kind not in Z_KINDS:
+        raise UserError(f"unknown --truncation-kind '{args.truncation_kind}' (choose from {', '.join(Z_KINDS)})")
     generator = StudentGenerator.from_pretrained(args.checkpoint, device=args.device)
-    classes = generator.label_indices(args.labels) if args.labels else np.arange(generator.num_classes)
+    distribution = generator.z_distribution_for(args.truncation, args.truncation_kind)  # fail before any work
+    trained = generator.classes
+    classes = (resolve_labels(args.labels, generator.class_names, strict=False, allowed=trained)
+               if args.labels else np.asarray(trained, dtype=np.int64))
     per_class = None
     if args.n is not None:
         labels = balanced_labels(0, args.n, classes)
@@ -94,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         labels = np.repeat(classes, per_class)  # grouped: one grid row per class
 
     images, labels, z = generator.sample(
-        labels, seed=args.seed, truncation=args.truncation, batch_size=args.batch_size, progress=True
+        labels, seed=args.seed, truncation=args.truncation, truncation_kind=args.truncation_kind,
+        batch_size=args.batch_size, progress=True,
     )
     array = to_uint8_nhwc(images)
     out = Path(args.out)
@@ -111,5 +126,5 @@ def run(args: argparse.Namespace) -> int:
             save_png(image, out / f"{safe_name(names[label])}_{args.seed}_{index}.png")
     used = list(dict.fromkeys(labels.tolist()))  # classes in order of first use
     shown = ", ".join(names[c] for c in used[:10]) + (" ..." if len(used) > 10 else "")
-    print(f"wrote {len(array)} images ({shown}; seed {args.seed}) to {out}")
+    print(f"wrote {len(array)} images ({shown}; seed {args.seed}, z {distribution.describe()}) to {out}")
     return 0

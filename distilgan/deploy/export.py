@@ -2,8 +2,10 @@
 
 The export folder holds the model (``model.onnx``, or ``model.xml`` + ``model.bin``) and
 ``distilgan-export.json``: the source checkpoint's fingerprint, format, precision, batch, class
-names, z_dim, resolution, MACs, the quantisation recipe, and parity figures against PyTorch
-(max/mean abs error on fixed z, and how many uint8 pixel values differ).
+names, z_dim, resolution, MACs, the z distribution and classes the model was trained on (the
+edge runtime samples with them; INT8 calibration and parity draw from them), the quantisation
+recipe, and parity figures against PyTorch (max/mean abs error on fixed z, and how many uint8
+pixel values differ).
 
 Graph contract: inputs ``z`` float32 (N, z_dim) and ``labels`` int64 (N,), output ``images``
 float32 NCHW in [-1, 1]; N is dynamic unless ``batch`` fixes it. The ONNX file also carries
@@ -37,7 +39,8 @@ from distilgan.deploy import (
 from distilgan.errors import UserError
 from distilgan.utils.atomic import atomic_dir, atomic_write_json
 from distilgan.utils.images import float_to_uint8
-from distilgan.utils.noise import balanced_labels, rng, sample_z
+from distilgan.utils.latent import model_classes, model_z_distribution
+from distilgan.utils.noise import balanced_labels, rng
 
 PARITY_SAMPLES = 64
 ONNX_OPSET = 17
@@ -80,6 +83,10 @@ def generator_facts(model: Any) -> dict[str, Any]:
         "class_names": list(names) if names else [str(i) for i in range(model.num_classes)],
         "macs_per_image": count.macs_per_image,
         "params": count.params,
+        # what it was trained on: the defaults of the runtime, the calibration and the parity z
+        "z_distribution": model_z_distribution(model).to_dict(),
+        "classes": model_classes(model),
+        "teacher_fingerprint": getattr(model, "teacher_fingerprint", None),
     }
 
 
@@ -145,13 +152,15 @@ def to_openvino(onnx_path: str | os.PathLike) -> Any:
 
 
 def parity(model: Any, export_dir: str | os.PathLike, n: int = PARITY_SAMPLES, seed: int = 0) -> dict[str, Any]:
-    """Exported model against PyTorch on fixed z (seed, balanced labels)."""
+    """Exported model against PyTorch on fixed z (seed, the model's z distribution, balanced labels
+    over its classes)."""
     import torch
 
     from distilgan.deploy.runtime import EdgeGenerator
 
-    z = sample_z(rng(seed), n, model.z_dim)
-    labels = balanced_labels(0, n, range(model.num_classes))
+    distribution = model_z_distribution(model)
+    z = distribution.sample(rng(seed), n, model.z_dim)
+    labels = balanced_labels(0, n, model_classes(model))
     with torch.inference_mode():
         reference = model(torch.from_numpy(z), torch.from_numpy(labels)).float().numpy()
     exported = EdgeGenerator(export_dir).run(z, labels)
@@ -160,6 +169,7 @@ def parity(model: Any, export_dir: str | os.PathLike, n: int = PARITY_SAMPLES, s
     return {
         "samples": n,
         "seed": seed,
+        "z_distribution": distribution.to_dict(),
         "max_abs_error": float(diff.max()),
         "mean_abs_error": float(diff.mean()),
         "uint8_mismatches": int((u_diff > 0).sum()),
@@ -220,7 +230,8 @@ def export_model(
         **generator_facts(model),
     }
     calib = dict(z_dim=model.z_dim, num_classes=model.num_classes, size=calibration_size, seed=calibration_seed,
-                 batch=batch or 1, keep_first=keep_first, keep_last=keep_last)
+                 batch=batch or 1, keep_first=keep_first, keep_last=keep_last,
+                 z_distribution=model_z_distribution(model), classes=model_classes(model))
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="distilgan-export-") as scratch:
         traced_onnx = Path(scratch) / "traced.onnx"
         # With own scales the traced graph already is the int8 model (QDQ pairs; OpenVINO: FakeQuantize).

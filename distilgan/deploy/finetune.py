@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from distilgan.utils.noise import balanced_labels, rng, sample_z
+from distilgan.utils.latent import model_classes, model_z_distribution
+from distilgan.utils.noise import balanced_labels, rng
 
 FINETUNE_STREAM = 7002
 BN_STREAM = 7003
@@ -56,10 +57,12 @@ class RandomFeatures(nn.Module):
         return features
 
 
-def input_batch(z_dim: int, num_classes: int, batch_size: int, step: int, seed: int, stream: int = FINETUNE_STREAM) -> tuple[torch.Tensor, torch.Tensor]:
-    z = sample_z(rng(seed, stream, step), batch_size, z_dim)
+def input_batch(model: nn.Module, batch_size: int, step: int, seed: int, stream: int = FINETUNE_STREAM) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``step`` of the generator's own inputs: z from the distribution it was trained on, labels
+    balanced over its classes (for a normal z and all classes: the numbers this has always drawn)."""
+    z = model_z_distribution(model).sample(rng(seed, stream, step), batch_size, int(model.z_dim))
     offset = step * batch_size
-    labels = balanced_labels(offset, offset + batch_size, range(num_classes))
+    labels = balanced_labels(offset, offset + batch_size, model_classes(model))
     return torch.from_numpy(z), torch.from_numpy(labels)
 
 
@@ -75,7 +78,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: int = 20, batch_size: int =
         m.momentum = None  # cumulative moving average over all batches
     model.train()
     for step in range(batches):
-        model(*input_batch(model.z_dim, model.num_classes, batch_size, step, seed, BN_STREAM))
+        model(*input_batch(model, batch_size, step, seed, BN_STREAM))
     for m, momentum in saved:
         m.momentum = momentum
     model.eval()
@@ -215,7 +218,8 @@ def l1_to(model: nn.Module, reference: nn.Module, n: int = 512, seed: int = 1, b
     """Mean |model - reference| over n held-out inputs (a stream no fine-tuning step uses)."""
     total, count = 0.0, 0
     for step in range(0, n, batch_size):
-        z, labels = input_batch(model.z_dim, model.num_classes, min(batch_size, n - step), step, seed, stream=7004)
+        # the reference's inputs: it is the model whose z and classes the fine-tuned one inherits
+        z, labels = input_batch(reference, min(batch_size, n - step), step, seed, stream=7004)
         total += float((model(z, labels) - reference(z, labels)).abs().sum())
         count += z.shape[0] * model.channels * model.resolution**2
     return total / count

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from distilgan.deploy.finetune import distil, input_batch, l1_to
+from distilgan.utils.latent import model_z_distribution
 
 QAT_CALIBRATION_STREAM = 7005
 
@@ -147,7 +148,7 @@ def calibrate(model: nn.Module, samples: int = 512, batch_size: int = 128, seed:
     set_mode(model, "calibrate")
     model.eval()
     for step in range(max(1, samples // batch_size)):
-        model(*input_batch(model.z_dim, model.num_classes, batch_size, step, seed, QAT_CALIBRATION_STREAM))
+        model(*input_batch(model, batch_size, step, seed, QAT_CALIBRATION_STREAM))
     set_mode(model, "quant")
 
 
@@ -161,6 +162,8 @@ class FakeQuantGenerator(nn.Module):
         self.model = model
         for name in ("z_dim", "num_classes", "resolution", "channels", "class_names"):
             setattr(self, name, getattr(model, name))
+        self.classes, self.teacher_fingerprint = getattr(model, "classes", None), getattr(model, "teacher_fingerprint", None)
+        self.z_distribution = model_z_distribution(model)  # what the loop's grids and metrics sample
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.model(z, labels)

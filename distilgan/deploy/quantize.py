@@ -1,8 +1,10 @@
 """INT8 post-training quantisation, calibrated on the generator's own inputs (no dataset needed).
 
-A generator's input distribution is known exactly: z ~ N(0, I) and class labels. Calibration
-draws z with ``distilgan.utils.noise`` (stream ``CALIBRATION_STREAM`` of the seed, so it never
-overlaps the evaluation z of seed 0) and balanced labels, then runs:
+A generator's input distribution is known exactly: the z distribution it was trained on (its
+config.json's ``z_distribution``; N(0, I) unless the distillation set was truncated) and its
+classes. Calibration draws z from it with ``distilgan.utils.noise`` (stream ``CALIBRATION_STREAM``
+of the seed, so it never overlaps the evaluation z of seed 0) and balanced labels over the model's
+classes, then runs:
 
 * OpenVINO: ``nncf.quantize`` on the OpenVINO model (weights int8 symmetric per output channel,
   activations int8 per tensor; preset "performance" = symmetric activations, "mixed" = asymmetric);
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from distilgan.deploy import require
 from distilgan.errors import UserError
-from distilgan.utils.noise import balanced_labels, rng, sample_z
+from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 
 CALIBRATION_STREAM = 7001
 PRESETS = ("performance", "mixed")
@@ -33,14 +35,28 @@ QUANTIZED_OV_OPS = ("MatMul", "Convolution")
 QUANTIZED_ONNX_OPS = ("MatMul", "Gemm", "Conv")
 
 
-def calibration_batches(z_dim: int, num_classes: int, size: int, seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
-    """``size`` calibration samples as feeds of ``batch`` rows: {"z": float32, "labels": int64}."""
+def calibration_batches(z_dim: int, num_classes: int, size: int, seed: int = 0, batch: int = 1,
+                        z_distribution: ZDistribution | None = None,
+                        classes: Sequence[int] | None = None) -> list[dict[str, np.ndarray]]:
+    """``size`` calibration samples as feeds of ``batch`` rows: {"z": float32, "labels": int64}.
+
+    z from ``z_distribution`` (the model's; None = N(0, I)), labels balanced over ``classes`` (None = all):
+    activation ranges are calibrated on the inputs the model will really see."""
     if size < 1:
         raise UserError(f"--calibration-size must be >= 1, got {size}")
     count = math.ceil(size / batch) * batch
-    z = sample_z(rng(seed, CALIBRATION_STREAM), count, z_dim)
-    labels = balanced_labels(0, count, range(num_classes))
+    z = (z_distribution or ZDistribution()).sample(rng(seed, CALIBRATION_STREAM), count, z_dim)
+    labels = balanced_labels(0, count, range(num_classes) if classes is None else classes)
     return [{"z": z[i : i + batch], "labels": labels[i : i + batch]} for i in range(0, count, batch)]
+
+
+def _calibration_record(samples: int, seed: int, z_distribution: ZDistribution | None,
+                        classes: Sequence[int] | None) -> dict[str, Any]:
+    distribution = z_distribution or ZDistribution()
+    shown = "N(0, I)" if distribution.kind == "normal" else distribution.describe()
+    return {"samples": samples, "z": f"{shown}, noise.rng({seed}, {CALIBRATION_STREAM})",
+            "z_distribution": distribution.to_dict(),
+            "labels": "balanced" if classes is None else f"balanced over classes {list(classes)}"}
 
 
 def _ends(names: list[str], keep_first: bool, keep_last: bool) -> list[str]:
@@ -67,13 +83,15 @@ def quantize_openvino(
     keep_first: bool = False,
     keep_last: bool = False,
     preset: str = "performance",
+    z_distribution: ZDistribution | None = None,
+    classes: Sequence[int] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """An ov.Model -> (INT8 ov.Model, what was done) with NNCF post-training quantisation."""
     nncf = require("nncf", "INT8 quantisation for OpenVINO")
     nncf.set_log_level(logging.WARNING)  # its INFO lines would bury the command's own output
     if preset not in PRESETS:
         raise UserError(f"unknown quantisation preset '{preset}' (use one of: {', '.join(PRESETS)})")
-    feeds = calibration_batches(z_dim, num_classes, size, seed, batch)
+    feeds = calibration_batches(z_dim, num_classes, size, seed, batch, z_distribution, classes)
     kept = _ends(openvino_layer_names(model), keep_first, keep_last)
     options: dict[str, Any] = {}
     if kept:
@@ -90,8 +108,7 @@ def quantize_openvino(
         "preset": preset,
         "weights": "int8 symmetric per output channel",
         "activations": "int8 per tensor, " + ("symmetric" if preset == "performance" else "asymmetric"),
-        "calibration": {"samples": len(feeds) * batch, "z": f"N(0, I), noise.rng({seed}, {CALIBRATION_STREAM})",
-                        "labels": "balanced"},
+        "calibration": _calibration_record(len(feeds) * batch, seed, z_distribution, classes),
         "kept_in_float": kept,
     }
     return quantized, info
@@ -128,6 +145,8 @@ def quantize_onnx(
     batch: int = 1,
     keep_first: bool = False,
     keep_last: bool = False,
+    z_distribution: ZDistribution | None = None,
+    classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """FP32 ONNX file -> INT8 QDQ ONNX file with onnxruntime static quantisation."""
     from onnxruntime.quantization import (
@@ -137,7 +156,7 @@ def quantize_onnx(
         quantize_static,
     )
 
-    feeds = calibration_batches(z_dim, num_classes, size, seed, batch)
+    feeds = calibration_batches(z_dim, num_classes, size, seed, batch, z_distribution, classes)
     reader = type("Reader", (_ZLabelReader, CalibrationDataReader), {})(feeds)
     kept = _ends(onnx_layer_names(src), keep_first, keep_last)
     quantize_static(
@@ -155,7 +174,6 @@ def quantize_onnx(
         "method": f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ",
         "weights": "int8 symmetric per output channel",
         "activations": "int8 per tensor, symmetric, min-max calibration",
-        "calibration": {"samples": len(feeds) * batch, "z": f"N(0, I), noise.rng({seed}, {CALIBRATION_STREAM})",
-                        "labels": "balanced"},
+        "calibration": _calibration_record(len(feeds) * batch, seed, z_distribution, classes),
         "kept_in_float": kept,
     }

@@ -6,7 +6,9 @@
 
 z is drawn exactly as ``StudentGenerator`` draws it (``distilgan.utils.noise``, whole label list at
 once), so the same labels and seed give the same images as the PyTorch student up to the exported
-model's numerical error. Labels are names from ``distilgan-export.json`` or indices.
+model's numerical error. Labels are names from ``distilgan-export.json`` or indices, among the
+classes the model was trained on; z follows its trained distribution unless ``truncation`` /
+``truncation_kind`` override it (exports made before these were recorded: N(0, I), all classes).
 
 Nothing here (nor in the modules it imports) imports torch; a test runs it with torch imports blocked.
 """
@@ -23,9 +25,10 @@ import numpy as np
 
 from distilgan.deploy import EXPORT_JSON, require
 from distilgan.errors import UserError
-from distilgan.utils.labels import label_indices
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
-from distilgan.utils.noise import rng, sample_z
+from distilgan.utils.labels import label_indices
+from distilgan.utils.latent import as_distribution, choose_distribution
+from distilgan.utils.noise import rng
 
 BACKENDS = ("openvino", "onnxruntime")
 
@@ -73,6 +76,8 @@ class EdgeGenerator:
         self.channels = int(self.info["channels"])
         names = self.info.get("class_names")
         self.class_names = [str(n) for n in names] if names else [str(i) for i in range(self.num_classes)]
+        self.z_distribution = as_distribution(self.info.get("z_distribution"))
+        self.classes = [int(c) for c in self.info.get("classes") or range(self.num_classes)]
         model_path = self.folder / self.info["model_file"]
         if not model_path.is_file():
             raise UserError(f"{model_path} is missing (export the model again)")
@@ -146,15 +151,17 @@ class EdgeGenerator:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def label_indices(self, labels: Sequence[int | str] | int | str) -> np.ndarray:
-        """Class names or indices -> int64 indices, checked against the exported classes."""
-        return label_indices(labels, self.class_names)
+        """Class names or indices -> int64 indices, checked against the exported (trained) classes."""
+        return label_indices(labels, self.class_names, allowed=self.classes)
 
     def generate(
-        self, labels: Sequence[int | str] | int | str, seed: int = 0, truncation: float | None = None
+        self, labels: Sequence[int | str] | int | str, seed: int = 0, truncation: float | None = None,
+        truncation_kind: str | None = None,
     ) -> np.ndarray:
         """One image per label -> uint8 NHWC, z drawn from ``seed`` as the PyTorch student does."""
         indices = self.label_indices(labels)
-        z = sample_z(rng(seed), len(indices), self.z_dim, truncation)
+        distribution = choose_distribution(self.z_distribution, truncation, truncation_kind)
+        z = distribution.sample(rng(seed), len(indices), self.z_dim)
         return nchw_to_nhwc(float_to_uint8(self.run(z, indices)))
 
     def __repr__(self) -> str:

@@ -28,7 +28,8 @@ control flow and no host syncs, so it runs under torch.compile, bf16 autocast an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from distilgan.errors import UserError
 from distilgan.models.pretrained import PretrainedMixin
+from distilgan.models.space import GeneratorSpace
 from distilgan.models.student import _check_classes, _check_resolution
 
 # BigGAN's spectral-norm epsilon (the default 1e-12 lets sigma of a near-zero matrix blow up in bf16)
@@ -131,8 +133,11 @@ def _class_vectors(labels: torch.Tensor, num_classes: int, table: torch.Tensor) 
     return F.embedding(labels.long(), table)
 
 
-class BigGANGenerator(PretrainedMixin, nn.Module):
-    """z (N, z_dim) float + labels (N,) long -> images (N, channels, resolution, resolution) in [-1, 1]."""
+class BigGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
+    """z (N, z_dim) float + labels (N,) long -> images (N, channels, resolution, resolution) in [-1, 1].
+
+    ``z_distribution`` / ``classes`` / ``teacher_fingerprint``: what it was trained on (models/space.py).
+    """
 
     prefers_channels_last = True  # training: NHWC convolutions pay here (1.8x with bf16 on CPU, measured)
 
@@ -146,6 +151,9 @@ class BigGANGenerator(PretrainedMixin, nn.Module):
         shared_dim: int = 128,
         hierarchical: bool = True,
         class_names: Sequence[str] | None = None,
+        z_distribution: Mapping[str, Any] | None = None,
+        classes: Sequence[int] | None = None,
+        teacher_fingerprint: str | None = None,
     ) -> None:
         super().__init__()
         num_blocks = _check_resolution(resolution, 8, "generator") - 2  # 4x4 -> resolution
@@ -163,6 +171,7 @@ class BigGANGenerator(PretrainedMixin, nn.Module):
         self._set_config(
             z_dim=z_dim, num_classes=num_classes, ch=ch, resolution=resolution, channels=channels,
             shared_dim=shared_dim, hierarchical=self.hierarchical, class_names=self.class_names,
+            **self._space(z_distribution, classes, teacher_fingerprint),
         )
 
         self.chunk = z_dim // (num_blocks + 1) if hierarchical else 0

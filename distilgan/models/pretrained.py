@@ -138,6 +138,10 @@ class PretrainedMixin:
     config: dict[str, Any]
     metadata: dict[str, Any]
 
+    @classmethod
+    def _on_load(cls, folder: Path, config: dict[str, Any]) -> None:
+        """Hook before a checkpoint is rebuilt (e.g. to note settings an older config.json lacks)."""
+
     def _set_config(self, **kwargs: Any) -> None:
         self.config = {"architecture": type(self).__name__, **kwargs}
         self.metadata = {}
@@ -188,6 +192,7 @@ class PretrainedMixin:
                 "(use distilgan.models.load_pretrained to load any architecture)"
             )
         kwargs = _constructor_kwargs(cls, config, folder)
+        cls._on_load(folder, config)
         dev = parse_device(device)
         try:
             model = cls(**kwargs)

@@ -6,7 +6,8 @@ It saves and loads like any distilgan model, so a pruned checkpoint works everyw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,8 +29,12 @@ class PrunedDiStyleGANGenerator(DiStyleGANGenerator):
         channels: int = 3,
         class_names: Sequence[str] | None = None,
         widths: Sequence[int] | None = None,
+        z_distribution: Mapping[str, Any] | None = None,
+        classes: Sequence[int] | None = None,
+        teacher_fingerprint: str | None = None,
     ) -> None:
-        super().__init__(z_dim, num_classes, project_dim, ngf, resolution, channels, class_names)
+        super().__init__(z_dim, num_classes, project_dim, ngf, resolution, channels, class_names,
+                         z_distribution=z_distribution, classes=classes, teacher_fingerprint=teacher_fingerprint)
         num_up = len(self.up)
         full = [ngf >> i for i in range(num_up + 1)]
         widths = [int(w) for w in (widths if widths is not None else full)]

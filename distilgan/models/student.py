@@ -23,7 +23,7 @@ one-hot (or soft) condition.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from distilgan.errors import UserError
 from distilgan.models.pretrained import PretrainedMixin
+from distilgan.models.space import GeneratorSpace
 
 
 def _init_layer(module: nn.Module) -> None:
@@ -88,8 +89,12 @@ class _ClassCondition(nn.Module):
         return self.eye[labels.long()].to(dtype)
 
 
-class DiStyleGANGenerator(PretrainedMixin, nn.Module):
-    """z (N, z_dim) float + labels (N,) long -> images (N, channels, resolution, resolution) in [-1, 1]."""
+class DiStyleGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
+    """z (N, z_dim) float + labels (N,) long -> images (N, channels, resolution, resolution) in [-1, 1].
+
+    ``z_distribution`` (a ``ZDistribution.to_dict()``; None = normal), ``classes`` (the trained class
+    subset in label order; None = all) and ``teacher_fingerprint`` record what it was distilled on.
+    """
 
     def __init__(
         self,
@@ -100,6 +105,9 @@ class DiStyleGANGenerator(PretrainedMixin, nn.Module):
         resolution: int = 32,
         channels: int = 3,
         class_names: Sequence[str] | None = None,
+        z_distribution: Mapping[str, Any] | None = None,
+        classes: Sequence[int] | None = None,
+        teacher_fingerprint: str | None = None,
     ) -> None:
         super().__init__()
         num_up = _check_resolution(resolution, 8, "generator") - 2  # from 4x4
@@ -113,6 +121,7 @@ class DiStyleGANGenerator(PretrainedMixin, nn.Module):
         self._set_config(
             z_dim=z_dim, num_classes=num_classes, project_dim=project_dim, ngf=ngf,
             resolution=resolution, channels=channels, class_names=self.class_names,
+            **self._space(z_distribution, classes, teacher_fingerprint),
         )
 
         self.condition = _ClassCondition(num_classes)

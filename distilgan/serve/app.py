@@ -45,7 +45,9 @@ from distilgan.serve.schemas import (
     describe_validation_errors,
 )
 from distilgan.utils.images import make_grid
-from distilgan.utils.noise import balanced_labels, rng, sample_z
+from distilgan.utils.labels import resolve_labels as resolve_labels_strict
+from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
+from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024
@@ -123,27 +125,18 @@ class Generated:
     nrow: int
     generation_ms: float
     queue_ms: float
+    z_distribution: ZDistribution
 
 
-def resolve_labels(labels: Sequence[int | str], class_names: Sequence[str]) -> np.ndarray:
-    """Ints are class indices, strings class names (or digit strings); -> int64 indices."""
-    by_name = {name: index for index, name in enumerate(class_names)}
-    shown = ", ".join(class_names[:20]) + (" ..." if len(class_names) > 20 else "")
-    indices = []
-    for position, label in enumerate(labels):
-        if isinstance(label, str):
-            if label in by_name:
-                indices.append(by_name[label])
-                continue
-            if not label.isdigit():
-                raise ApiError(422, f"labels[{position}]: unknown class '{label}' (this model's classes: {shown})")
-            label = int(label)
-        if not 0 <= label < len(class_names):
-            raise ApiError(
-                422, f"labels[{position}]: class index {label} is outside 0..{len(class_names) - 1} (classes: {shown})"
-            )
-        indices.append(label)
-    return np.asarray(indices, dtype=np.int64)
+def resolve_labels(labels: Sequence[int | str], class_names: Sequence[str],
+                   allowed: Sequence[int] | None = None) -> np.ndarray:
+    """Ints are class indices, strings class names (or digit strings); -> int64 indices.
+
+    The one resolver (``utils.labels``), strict as an API is, limited to the trained classes."""
+    try:
+        return resolve_labels_strict(labels, class_names, strict=True, allowed=allowed, where="labels")
+    except UserError as err:
+        raise ApiError(422, str(err)) from None
 
 
 class GenerationService:
@@ -151,6 +144,8 @@ class GenerationService:
 
     def __init__(self, backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> None:
         self.backend, self.max_count = backend, max_count
+        # what the model was trained on: every request's default (backends without them: N(0, I), all)
+        self.z_distribution, self.classes = model_z_distribution(backend), model_classes(backend)
         self.lock = threading.Lock()
         self.requests_served = 0
         self.started = time.monotonic()
@@ -164,9 +159,9 @@ class GenerationService:
         if request.labels is not None and len(request.labels) > self.max_count:
             raise ApiError(422, f"{len(request.labels)} labels given; this server makes at most {self.max_count} images per request")
         classes = (
-            resolve_labels(request.labels, self.backend.class_names)
+            resolve_labels(request.labels, self.backend.class_names, allowed=self.classes)
             if request.labels is not None
-            else np.arange(self.backend.num_classes, dtype=np.int64)
+            else np.asarray(self.classes, dtype=np.int64)
         )
         per_label = request.count if request.total is None else None
         wanted = request.total if request.total is not None else len(classes) * (per_label or 1)
@@ -181,18 +176,26 @@ class GenerationService:
         labels = balanced_labels(0, wanted, classes)
         return labels, max(1, math.ceil(math.sqrt(wanted)))
 
+    def distribution(self, request: GenerateRequest) -> ZDistribution:
+        """The model's z distribution, or the request's truncation / truncation_kind override."""
+        try:
+            return choose_distribution(self.z_distribution, request.truncation, request.truncation_kind)
+        except UserError as err:
+            raise ApiError(422, str(err)) from None
+
     def generate(self, request: GenerateRequest) -> Generated:
         labels, nrow = self.plan(request)
+        distribution = self.distribution(request)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         queued = time.perf_counter()
         with self.lock:
             start = time.perf_counter()
             # The same z as StudentGenerator.generate(labels, seed, truncation): one draw for the request.
-            z = sample_z(rng(seed), len(labels), self.backend.z_dim, request.truncation)
+            z = distribution.sample(rng(seed), len(labels), self.backend.z_dim)
             images = self.backend.generate(z, labels)
             done = time.perf_counter()
             self.requests_served += 1
-        return Generated(images, labels, seed, nrow, (done - start) * 1000, (start - queued) * 1000)
+        return Generated(images, labels, seed, nrow, (done - start) * 1000, (start - queued) * 1000, distribution)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -257,7 +260,7 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
         summary="Generate images",
         description=(
             'Generate images for class labels. "format": "grid" answers one PNG (image/png) with headers '
-            "X-Seed, X-Generation-Ms, X-Queue-Ms, X-Image-Count, X-Labels and X-Grid-Nrow; "
+            "X-Seed, X-Generation-Ms, X-Queue-Ms, X-Image-Count, X-Labels, X-Grid-Nrow and X-Z-Distribution; "
             '"format": "images" answers JSON with every image and the grid as base64 PNGs. The same '
             "labels, count/total, seed and truncation always give the same images."
         ),
@@ -277,6 +280,7 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
                 "X-Image-Count": str(len(result.labels)),
                 "X-Grid-Nrow": str(result.nrow),
                 "X-Labels": ",".join(str(int(label)) for label in result.labels),
+                "X-Z-Distribution": result.z_distribution.describe(),
             }
             return Response(grid, media_type="image/png", headers=headers)
         names = backend.class_names
@@ -289,6 +293,7 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
             {
                 "seed": result.seed,
                 "truncation": body.truncation,
+                "z_distribution": result.z_distribution.to_dict(),
                 "count": len(images),
                 "nrow": result.nrow,
                 "width": int(width),
@@ -317,6 +322,8 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
         "resolution": backend.resolution,
         "channels": backend.channels,
         "z_dim": backend.z_dim,
+        "z_distribution": service.z_distribution.to_dict(),
+        "classes": service.classes,
         "max_count": max_count,
         **backend.describe(),
     }

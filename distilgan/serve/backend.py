@@ -2,7 +2,9 @@
 
 A backend turns (z float32 (N, z_dim), labels int64 (N,)) into uint8 NHWC images. The server draws
 z itself (``distilgan.utils.noise``, from the request's seed), so every backend gives the same
-images for the same request as ``StudentGenerator.generate`` and ``distilgan generate`` do.
+images for the same request as ``StudentGenerator.generate`` and ``distilgan generate`` do. Each
+backend also says what the model was trained on (``z_distribution``, ``classes``): the defaults of
+every request.
 
 ``openvino`` (and ``onnxruntime``) serve a folder written by ``distilgan export`` through the
 torch-free runtime (:mod:`distilgan.deploy.runtime`): what an edge box installs.
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from distilgan.errors import UserError
+from distilgan.utils.noise import ZDistribution
 
 BACKENDS = ("torch", "openvino", "onnxruntime")
 # Metadata keys whose values are evaluation figures worth showing next to the model.
@@ -33,6 +36,8 @@ class Backend(Protocol):
     resolution: int
     channels: int
     class_names: list[str]
+    z_distribution: ZDistribution  # what requests sample by default
+    classes: list[int]  # the trained classes, in label order
 
     def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """z float32 (N, z_dim), labels int64 (N,) -> uint8 (N, H, W, C)."""
@@ -60,6 +65,7 @@ class TorchBackend:
         self.resolution = self.generator.resolution
         self.channels = self.generator.channels
         self.class_names = self.generator.class_names
+        self.z_distribution, self.classes = self.generator.z_distribution, self.generator.classes
         self._facts = self._measure()
 
     def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -116,6 +122,7 @@ class ExportedBackend:
         self.z_dim, self.num_classes = self.generator.z_dim, self.generator.num_classes
         self.resolution, self.channels = self.generator.resolution, self.generator.channels
         self.class_names = self.generator.class_names
+        self.z_distribution, self.classes = self.generator.z_distribution, self.generator.classes
 
     def generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         from distilgan.utils.images import float_to_uint8, nchw_to_nhwc

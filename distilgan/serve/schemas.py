@@ -35,7 +35,12 @@ class GenerateRequest(BaseModel):
     )
     # A floor, because redrawing |z| above a tiny threshold would take almost forever.
     truncation: float | None = Field(
-        None, ge=0.05, allow_inf_nan=False, description="truncated-normal threshold for |z|; default off"
+        None, ge=0.05, allow_inf_nan=False,
+        description="threshold t of z's distribution; default: the model's own (see GET /model z_distribution)",
+    )
+    truncation_kind: Literal["normal", "truncated", "scaled-truncnorm"] | None = Field(
+        None, description='z\'s distribution: "truncated" (|z| > t redrawn), "scaled-truncnorm" (t * truncnorm(-2, 2)) '
+                          'or "normal"; default: the model\'s own kind',
     )
     format: Literal["grid", "images"] = Field(
         "grid", description='"grid": one PNG (image/png); "images": JSON with base64 PNGs and the grid'
@@ -53,6 +58,7 @@ class GenerateResponse(BaseModel):
 
     seed: int
     truncation: float | None
+    z_distribution: dict[str, Any] = Field(description="the distribution z was drawn from, e.g. {\"kind\": \"normal\"}")
     count: int = Field(description="number of images")
     nrow: int = Field(description="images per grid row")
     width: int
@@ -86,6 +92,8 @@ class ModelResponse(BaseModel):
     resolution: int
     channels: int
     z_dim: int
+    z_distribution: dict[str, Any] = Field(default_factory=dict, description="the z distribution the model was trained on")
+    classes: list[int] | None = Field(None, description="the classes the model was trained on, in label order")
     parameters: int | None = None
     macs_per_image: int | None = None
     max_count: int

@@ -48,7 +48,8 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.999
     ema_start: int = 0  # steps before which the EMA copy just follows G (BigGAN's ema_start)
-    ema_buffers: str = "average"  # BN statistics of the EMA copy: average, copy (legacy) or recompute
+    # BN statistics of the EMA copy: recompute (measured best, docs/training.md), average, or copy (legacy)
+    ema_buffers: str = "recompute"
     # bookkeeping
     ckpt_every: int = 10  # epochs
     ckpt_every_steps: int | None = None  # also every this many steps (long epochs, slow machines)

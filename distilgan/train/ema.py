@@ -4,13 +4,14 @@ BatchNorm matters here: both the student and the BigGAN teacher normalise with r
 at inference, so the EMA copy must carry statistics that belong to *its* weights, not the raw
 generator's. ``buffers`` chooses how (measured in docs/training.md):
 
-* ``average`` (default): BN running means and variances are averaged with the same decay as the
+* ``average``: BN running means and variances are averaged with the same decay as the
   weights (as BigGAN-PyTorch's ``utils.ema`` and ``AveragedModel(use_buffers=True)`` average
   buffers); spectral norm's u/v (unit vectors, used as they are in eval mode) and
   ``num_batches_tracked`` are copied.
 * ``copy``: buffers copied from the raw generator (what distilgan did before; kept for old runs).
-* ``recompute``: averaged as ``average`` during training, and re-estimated on the EMA weights'
-  own outputs (standing statistics, ``recompute_batchnorm``) whenever a checkpoint is written.
+* ``recompute`` (the training default, measured best in docs/training.md): averaged as ``average``
+  during training, and re-estimated on the EMA weights' own outputs (standing statistics,
+  ``recompute_batchnorm``) whenever a checkpoint is written.
 """
 
 from __future__ import annotations

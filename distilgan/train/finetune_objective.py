@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from distilgan.errors import UserError
 from distilgan.train.distributed import DistContext
-from distilgan.train.losses import FEATURE_WEIGHTS, Terms, feature_l1
+from distilgan.train.losses import FEATURE_WEIGHTS, Objective, Terms, feature_l1
+from distilgan.utils.latent import model_classes, model_z_distribution  # what the model was trained on
 from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 
 # The stream deploy.finetune.input_batch has always drawn fine-tuning z from: with a normal z
@@ -43,23 +44,6 @@ from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 NOISE_BATCH_STREAM = 7002
 STEPS_PER_EPOCH = 100  # fixed: there is no dataset to make an epoch; sets the grid / checkpoint cadence
 FEATURES = ("discriminator", "random", "none")
-
-
-# -- what the model was trained on ------------------------------------------------------------------
-def model_z_distribution(model: nn.Module) -> ZDistribution:
-    """The model's own z distribution (``model.z_distribution`` where it has one), else N(0, I)."""
-    value = getattr(model, "z_distribution", None)
-    if isinstance(value, ZDistribution):
-        return value
-    if isinstance(value, Mapping):
-        return ZDistribution.from_dict(value)
-    return ZDistribution()
-
-
-def model_classes(model: nn.Module) -> list[int]:
-    """The labels the model was trained for (``model.classes`` where recorded), else all of them."""
-    classes = getattr(model, "classes", None)
-    return [int(c) for c in classes] if classes else list(range(int(model.num_classes)))
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -127,7 +111,7 @@ def describe_loss(features: str, feature_weight: float) -> str:
     return "pixel L1 only" + ("" if features == "discriminator" else " (no --run: no trained discriminator)")
 
 
-class FinetuneObjective:
+class FinetuneObjective(Objective):
     """Generator-only: match the reference generator's outputs on the same (z, y) (module doc)."""
 
     trains_discriminator = False
@@ -154,17 +138,8 @@ class FinetuneObjective:
         return describe_loss(self.kind, self.feature_weight)
 
     # -- bookkeeping --------------------------------------------------------------------------
-    def generators(self) -> dict[str, torch.Generator]:
-        return {}  # no random numbers of its own: the batches are a function of (seed, step)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def generator_update_due(self, step: int) -> bool:
-        return True
+    # generators(), state_dict(), generator_update_due(): Objective's defaults (no random numbers of its
+    # own: the batches are a function of (seed, step))
 
     def settings(self) -> dict[str, Any]:
         """What a resumed run must share (recorded in RUN/config.yaml's ``extra``)."""

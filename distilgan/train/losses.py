@@ -55,7 +55,25 @@ def feature_l1(student: list[Tensor], teacher: list[Tensor], weights: tuple[floa
     return total
 
 
-class DistillationObjective:
+class Objective:
+    """The protocol's defaults: no state beyond the random streams, a G update every step, D trained."""
+
+    trains_discriminator = True
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def generator_update_due(self, step: int) -> bool:
+        return True
+
+
+class DistillationObjective(Objective):
     """Black-box distillation (TinyGAN, DiStyleGAN) of a teacher's (z, y) -> image pairs.
 
     G: sum_i w_i |D_i(G(z,y)) - D_i(T(z,y))|  +  lambda_pixel(epoch) |G(z,y) - T(z,y)|
@@ -114,15 +132,6 @@ class DistillationObjective:
     # -- bookkeeping --------------------------------------------------------------------------
     def generators(self) -> dict[str, torch.Generator]:
         return {"objective_noise": self.noise}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def generator_update_due(self, step: int) -> bool:
-        return True
 
     def lambda_pixel_at(self, step: int) -> float:
         """lambda_pixel at loop step ``step`` (epoch = step // steps_per_epoch, as the loop counts)."""
@@ -221,7 +230,7 @@ class DistillationObjective:
         return total, terms
 
 
-class GANObjective:
+class GANObjective(Objective):
     """A class-conditional GAN on real data (the BigGAN-style teacher): hinge loss + DiffAugment.
 
     One loop step is one D step on a real batch; G steps after every ``d_steps`` D steps (BigGAN's

@@ -16,8 +16,8 @@ SHARED_OPTIONS: list[tuple[str, str, type, str]] = [
      "auto, fp32 or bf16 autocast (default auto: bf16 on a CPU with AMX or AVX-512 BF16 when a short probe "
      "at start shows it faster, and on CUDA GPUs with bf16; losses, EMA and optimiser states stay fp32)"),
     ("--ema-buffers", "ema_buffers", str,
-     "BatchNorm statistics of the EMA copy: average (default, averaged like the weights), recompute "
-     "(re-estimated on its own outputs at every save) or copy (the raw G's, as before)"),
+     "BatchNorm statistics of the EMA copy: recompute (default: averaged like the weights, and re-estimated "
+     "on its own outputs at every save), average, or copy (the raw G's, as before)"),
     ("--ckpt-every-minutes", "ckpt_every_minutes", float,
      "also save checkpoint + training state every this many minutes of wall time (default 10; 0: off)"),
     ("--ckpt-keep", "ckpt_keep", int, "keep only the newest N step checkpoints in RUN/checkpoints (default: all)"),

@@ -38,19 +38,23 @@ async function loadModel() {
     `${model.num_classes} classes`,
     `z_dim ${model.z_dim}`,
   ];
+  const z = model.z_distribution;
+  if (z) parts.push(z.threshold === undefined ? `z ${z.kind}` : `z ${z.kind} (t=${z.threshold})`);
   if (model.parameters) parts.push(`${formatCount(model.parameters)} parameters`);
   if (model.macs_per_image) parts.push(`${formatCount(model.macs_per_image)} MACs/image`);
   parts.push(`${model.backend} on ${model.device || "?"}`);
   $("model-info").textContent = parts.join(" · ");
 
   const box = $("classes");
-  model.class_names.forEach((name, index) => {
+  // only the classes the model was trained on (a subset when its distillation set was), in its order
+  const trained = model.classes || model.class_names.map((_, index) => index);
+  trained.forEach((index, position) => {
     const label = document.createElement("label");
     const input = document.createElement("input");
     input.type = "checkbox";
     input.value = String(index);
-    input.checked = index < 4; // a small first request
-    label.append(input, document.createTextNode(name));
+    input.checked = position < 4; // a small first request
+    label.append(input, document.createTextNode(model.class_names[index]));
     box.append(label);
   });
   $("count").max = String(model.max_count);

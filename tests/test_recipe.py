@@ -457,3 +457,17 @@ def test_teacher_features_come_from_d_before_its_update() -> None:
     n = len(batch["z"])
     assert all(torch.allclose(s, b[:n], atol=1e-5) for s, b in zip(seen["stash"], before))
     assert not all(torch.allclose(s, a, atol=1e-4) for s, a in zip(seen["stash"], after))  # D moved (lr 0.05)
+
+
+def test_distilled_student_records_its_z_distribution_classes_and_teacher(store: Path, tmp_path: Path, cli) -> None:
+    from distilgan.data.store import DistillationStore
+    from distilgan.models import load_pretrained
+
+    code, out, err = cli("distill", "--data", store, "--out", tmp_path / "run", "--max-steps", "1", *TINY)
+    assert code == 0, err
+    assert "z normal" in out
+    model = load_pretrained(tmp_path / "run" / "generator")
+    manifest = DistillationStore.open(store).manifest
+    assert model.z_distribution == ZDistribution.from_dict(manifest["z_distribution"])
+    assert list(model.classes) == [int(c) for c in manifest["classes"]]
+    assert model.config["teacher_fingerprint"] == manifest["teacher"]["fingerprint"]

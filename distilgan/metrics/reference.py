@@ -6,7 +6,8 @@ density/coverage and the per-class statistics of intra-class FID), ``labels``, `
 name and hashes, resize method, indices hash). Plain arrays only: loaded with allow_pickle=False.
 
 A cache under ``~/.cache/distilgan/stats`` (``DISTILGAN_CACHE`` overrides ``~/.cache/distilgan``)
-is keyed by dataset fingerprint + split + n + network sha256, so ``eval --ref DATASET`` reuses it.
+is keyed by dataset fingerprint + split + n + network sha256 (+ the feature precision when it is not
+fp32), so ``eval --ref DATASET`` reuses it.
 """
 
 from __future__ import annotations
@@ -203,7 +204,9 @@ def reference_for_dataset(
     dataset = open_dataset(spec, split)
     if n is not None and n >= len(dataset):
         n = None  # "all of it": one cache entry however it was asked for
-    path = cache_path(dataset.fingerprint(), split, n, network.sha256)
+    # fp32 features (torch or OpenVINO: equal to 1e-7 in FID) share one entry; bf16 features get their own
+    precision = getattr(network, "precision", "fp32")
+    path = cache_path(dataset.fingerprint(), split, n, network.sha256 if precision == "fp32" else f"{network.sha256}|{precision}")
     if use_cache and path.is_file():
         return load_reference(path), path, True
     partial = path.with_suffix(".partial")  # keyed like the cache file, so only the same run resumes

@@ -84,6 +84,17 @@ def store_bytes(store: Any) -> int:
     return int(store.num_samples) * per_sample
 
 
+def _worker_context(workers: int) -> Any:
+    """Start DataLoader workers from a fork server, not by forking this process: after OpenVINO (the
+    in-loop metrics' Inception) or oneDNN have started thread pools, fork() in the trainer itself can
+    crash (TBB's fork handlers). The fork server is a fresh process; workers fork from it."""
+    import multiprocessing
+
+    if workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return None
+
+
 class StoreBatches:
     """Distillation batches (z, labels, teacher_images) from a store, plus real ones if given.
 
@@ -142,7 +153,7 @@ class StoreBatches:
         stream.set_epoch(epoch)
         cuda = self.dist.device.type == "cuda"
         loader = DataLoader(stream, batch_size=self.local, num_workers=self.workers, pin_memory=cuda,
-                            persistent_workers=False)
+                            persistent_workers=False, multiprocessing_context=_worker_context(self.workers))
         for index, (z, labels, images) in enumerate(_rechunk(loader, self.local)):
             if index >= self.steps_per_epoch:
                 break

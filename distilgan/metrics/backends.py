@@ -104,13 +104,28 @@ def converted_model(sha256: str, source: str, load_module: Callable[[], Any]) ->
     return folder / "model.xml", False
 
 
+_CORE: Any = None
+_RUNNERS: dict[tuple[str, int, str, int], "OpenVINORunner"] = {}
+
+
+def shared_core() -> Any:
+    """One ``openvino.Core`` per process, as OpenVINO recommends: each Core starts its own CPU plugin
+    and thread arenas, and many of them (a network loaded per call) are a waste and a crash risk."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
 class OpenVINORunner:
     """A compiled IR: float32 NCHW 299x299 batch -> float32 (N, 2048) features."""
 
     def __init__(self, xml: Path, precision: str, threads: int) -> None:
         import openvino as ov
 
-        self.core = ov.Core()
+        self.core = shared_core()
         model = self.core.read_model(str(xml))
         config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "INFERENCE_NUM_THREADS": int(threads),
                   "PERFORMANCE_HINT": "LATENCY"}  # one synchronous request using every thread we are given
@@ -133,6 +148,9 @@ def openvino_runner(sha256: str, source: str, load_module: Callable[[], Any], pr
     if not openvino_available():
         raise UserError(f"--backend openvino needs OpenVINO ({OV_INSTALL_HINT}); or use --backend torch")
     xml, reused = converted_model(sha256, source, load_module)
+    key = (str(xml), xml.stat().st_mtime_ns, precision, int(threads))
+    if key in _RUNNERS:  # compiled once per process and setting (the IR file unchanged)
+        return _RUNNERS[key], reused
     try:
         runner = OpenVINORunner(xml, precision, threads)
     except RuntimeError as err:  # e.g. a folder replaced by another process while we read it
@@ -143,4 +161,5 @@ def openvino_runner(sha256: str, source: str, load_module: Callable[[], Any], pr
         runner, reused = OpenVINORunner(xml, precision, threads), False
     if runner.inference_precision != precision:
         _note(f"OpenVINO runs {runner.inference_precision}, not {precision}, on this CPU (recorded in the protocol)")
+    _RUNNERS[key] = runner
     return runner, reused

@@ -22,9 +22,9 @@ GRID_DIR = "grids"
 TB_DIR = "tb"
 
 
-def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every complete record of ``RUN/log.jsonl`` (a line cut by kill -9 is skipped)."""
-    path = Path(run_dir) / LOG_NAME
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of a JSON-lines file (a line cut by kill -9 is skipped); [] if absent."""
+    path = Path(path)
     records = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -33,6 +33,11 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return records
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of ``RUN/log.jsonl``."""
+    return read_jsonl(Path(run_dir) / LOG_NAME)
 
 
 def truncate_log(run_dir: str | Path, last_step: int) -> None:

@@ -49,15 +49,9 @@ def parse_metrics(text: str | None) -> list[str]:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_LOG
-    records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by kill -9
-                continue
-    return records
+    from distilgan.train.logging import read_jsonl
+
+    return read_jsonl(Path(run_dir) / METRICS_LOG)
 
 
 @dataclass

@@ -323,22 +323,38 @@ def test_bad_metric_name_is_one_line(store: Path, tmp_path: Path, cli) -> None:
 
 
 # -- issue 15: the in-memory store gives the streaming order ----------------------------------------
+IN_MEMORY_CHECK = """
+import sys, torch
+from distilgan.train.batches import StoreBatches
+from distilgan.train.distributed import DistContext
+store, workers = sys.argv[1], int(sys.argv[2])
+streamed = StoreBatches(store, 8, 5, DistContext(), workers=workers, in_memory=False)
+memory = StoreBatches(store, 8, 5, DistContext(), workers=workers, in_memory=True)
+assert streamed.steps_per_epoch == memory.steps_per_epoch == 6
+for epoch in (0, 1):
+    a, b = list(streamed.batches(epoch)), list(memory.batches(epoch))
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        for key in ("z", "labels", "teacher_images"):
+            assert torch.equal(x[key], y[key]), (epoch, key)
+skipped = list(memory.batches(1, skip=4))
+assert len(skipped) == 2 and torch.equal(skipped[0]["z"], list(streamed.batches(1))[4]["z"])
+print("same order")
+"""
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_in_memory_store_batches_equal_the_streamed_ones(store: Path, workers: int) -> None:
-    from distilgan.train.batches import StoreBatches
-    from distilgan.train.distributed import DistContext
+    """In a fresh interpreter: DataLoader worker processes (and the SIGCHLD handler torch installs for
+    them) stay out of the test process, which has loaded OpenVINO and oneDNN thread pools by now."""
+    import subprocess
+    import sys
 
-    streamed = StoreBatches(str(store), 8, 5, DistContext(), workers=workers, in_memory=False)
-    memory = StoreBatches(str(store), 8, 5, DistContext(), workers=workers, in_memory=True)
-    assert streamed.steps_per_epoch == memory.steps_per_epoch == 6
-    for epoch in (0, 1):
-        a, b = list(streamed.batches(epoch)), list(memory.batches(epoch))
-        assert len(a) == len(b) == 6
-        for x, y in zip(a, b):
-            for key in ("z", "labels", "teacher_images"):
-                assert torch.equal(x[key], y[key]), (epoch, key)
-    skipped = list(memory.batches(1, skip=4))
-    assert len(skipped) == 2 and torch.equal(skipped[0]["z"], list(streamed.batches(1))[4]["z"])
+    from tests.test_train import SUBPROCESS_ENV
+
+    done = subprocess.run([sys.executable, "-c", IN_MEMORY_CHECK, str(store), str(workers)], env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "same order" in done.stdout, done.stderr[-2000:]
 
 
 def test_stream_sample_order_matches_iteration_with_a_small_pool(store: Path) -> None:

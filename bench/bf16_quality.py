@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine_facts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bf16_quality.json"
 TERMS = ("g/pixel", "g/feature", "d/total")
@@ -36,8 +39,6 @@ def main() -> int:
     args = parser.parse_args()
 
     from distilgan.train.logging import read_log
-    from distilgan.train.precision import cpu_bf16_flags
-
     load_start = os.getloadavg()
     rows = {}
     for precision in ("fp32", "bf16"):
@@ -64,8 +65,7 @@ def main() -> int:
     print(f"pixel and feature L1 within 3 %: {'yes' if ok else 'no'}")
     result = {"benchmark": "bf16_quality", "data": args.data, "steps": args.steps, "tail": args.tail,
               "batch_size": args.batch_size, "rows": rows, "relative_difference": differences, "within_3_percent": ok,
-              "machine": {"bf16_flags": cpu_bf16_flags(), "load_average_start": load_start,
-                          "load_average_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
+              "machine": {**machine_facts(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
               "command": " ".join(["python", *sys.argv])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

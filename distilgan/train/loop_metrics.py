@@ -122,8 +122,6 @@ def load_network_fast() -> Any:
 
     try:
         return load_network(backend="openvino", precision="bf16")
-    except TypeError:  # a metrics module without backends
-        return load_network()
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - OpenVINO missing or failing: the exact torch path still works

@@ -353,15 +353,16 @@ class Trainer:
         for old in folders[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def _any_rank(self, wanted: bool) -> bool:
-        """True if any rank wants it (a save or a stop must happen at the same step on every DDP rank)."""
+    def _any_rank(self, *wanted: bool) -> tuple[bool, ...]:
+        """Each flag, true if any rank sets it (a save or a stop must happen at the same step on every DDP
+        rank); one all-reduce for all of them."""
         if not self.dist.distributed:
-            return wanted
+            return tuple(bool(w) for w in wanted)
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if wanted else 0.0], device=self.dist.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        flags = torch.tensor([1.0 if w else 0.0 for w in wanted], device=self.dist.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return tuple(bool(f) for f in flags.tolist())
 
     # -- the whole run ------------------------------------------------------------------------------
     def fit(self, resumed: bool = False) -> dict[str, Any]:
@@ -432,7 +433,7 @@ class Trainer:
                         evaluated_at = self.step
                     minutes = config.ckpt_every_minutes
                     due = bool(minutes) and time.monotonic() - self.last_save_time >= 60 * minutes
-                    flags = self._any_rank(due), self._any_rank(stop.received is not None)
+                    flags = self._any_rank(due, stop.received is not None)
                     if flags[0] and self.step < self.total_steps and not flags[1]:
                         self.save_checkpoint()  # by wall time too: a slow machine never loses much work
                     if flags[1]:

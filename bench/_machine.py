@@ -20,5 +20,7 @@ def machine_facts() -> dict[str, Any]:
         lscpu = ""
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
     return {"cpu": model, "bf16_flags": cpu_bf16_flags(), "amx_tile": "amx_tile" in lscpu, "amx_int8": "amx_int8" in lscpu,
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
+            "cpu_count": os.cpu_count(),
+            # oneDNN's ISA cap: AVX512_CORE_BF16 on an AMX machine stands in for a CPU without AMX
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset"), "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
             "torch": torch.__version__, "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

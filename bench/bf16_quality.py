@@ -12,7 +12,6 @@ bench/results/bf16_quality.json with the machine, load and command.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine_facts  # noqa: E402
+
+from distilgan.utils.atomic import atomic_write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bf16_quality.json"
 TERMS = ("g/pixel", "g/feature", "d/total")
@@ -67,8 +68,7 @@ def main() -> int:
               "batch_size": args.batch_size, "rows": rows, "relative_difference": differences, "within_3_percent": ok,
               "machine": {**machine_facts(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
               "command": " ".join(["python", *sys.argv])}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.json, result)
     return 0
 
 

@@ -4,10 +4,12 @@
 
 Per model, batch 128 with the real-data terms, two paths timed one after the other in this process:
 
-* ``before``: what distilgan did until this change: fp32, NCHW, and for the student the store streamed
-  through a DataLoader with the default 2 worker processes (``--store-in-memory off``);
+* ``before``: what distilgan did until issue 15: fp32, NCHW, and for the student the store streamed
+  through a DataLoader with the default 2 worker processes (``--store-in-memory off``) and the last
+  discriminator block as oneDNN's convolution;
 * ``after``: the defaults now: ``--precision auto`` (its probe's choice is printed), each network's
-  memory format (BigGAN channels_last, DiStyleGAN NCHW), the store read once into memory.
+  memory format (BigGAN G and D channels_last, DiStyleGAN D channels_last and G NCHW), the store read
+  once into memory, the student D's 4x4 -> 2x2 block as one matrix product.
 
 The student's store is a synthetic 2,560-sample set written to a temporary folder; the teacher's
 real data are random uint8 images in memory (the same for both paths). Reported per path: samples/s
@@ -74,6 +76,9 @@ def student_trainer(path: str, store: Path, real: tuple[np.ndarray, np.ndarray])
 
     torch.manual_seed(0)
     G, D = DiStyleGANGenerator(), DiStyleGANDiscriminator()
+    for module in D.modules():  # the last D block as oneDNN's convolution before, as one matmul after
+        if hasattr(module, "matmul_small_maps"):
+            module.matmul_small_maps = path != "before"
     objective = DistillationObjective(G, D, z_dim=G.z_dim, num_classes=G.num_classes)
     dist = DistContext()
     before = path == "before"

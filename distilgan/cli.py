@@ -6,7 +6,9 @@ taking the parsed arguments and returning an exit code. Heavy imports (torch, on
 inside those callables so ``distilgan --help`` stays fast.
 
 Errors the user can fix are raised as :class:`distilgan.errors.UserError` and printed here as one
-line with exit code 2; nothing else is caught, so real bugs still show their traceback.
+line with exit code 2; usage errors (a bad number, an unknown option) are one line and exit code 2
+too (:class:`OneLineParser`), and ``main`` returns that code rather than raising SystemExit. Nothing
+else is caught, so real bugs still show their traceback.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import sys
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from distilgan import __version__
 from distilgan.errors import UserError
+from distilgan.utils.progress import add_quiet_option, set_quiet, warnings_as_notes
+from distilgan.utils.argtypes import GIVEN_ATTR
 
 # Pipeline order: teacher -> store -> trainer -> checkpoint -> evaluation -> deployment.
 COMMANDS = (
@@ -42,30 +47,77 @@ COMMANDS = (
     "train_teacher",
 )
 
+# Commands that finish in seconds and show no progress: no --quiet.
+NOT_LONG = {"info", "serve"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors in one line (not 5-9 lines of usage), and a record of given options.
+
+    ``error`` prints ``distilgan: error: MESSAGE (see `distilgan CMD --help`)`` and exits 2, like a
+    UserError. Each parse also stores the dests the user actually typed in ``args._distilgan_given``,
+    so a command can refuse an option that does not apply to its mode (utils/argtypes.refuse_unless)
+    even when the value given equals the default.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --seed: must be ..." reads better as "--seed must be ...", like the UserErrors
+        named = re.match(r"argument ([^:]+): (must .*)$", message)
+        if named:
+            message = f"{named.group(1)} {named.group(2)}"
+        self.exit(2, f"distilgan: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        self._distilgan_given: set[str] = set()
+        namespace, extras = super().parse_known_args(args, namespace)
+        # a subcommand's parser ran inside this one and left its own set on the namespace: merge
+        setattr(namespace, GIVEN_ATTR, frozenset(getattr(namespace, GIVEN_ATTR, ())) | self._distilgan_given)
+        return namespace, extras
+
+    def _get_values(self, action: argparse.Action, arg_strings: Any) -> Any:
+        # argparse calls this with the list of strings typed for every option present on the command
+        # line, and with a plain string only to convert a default: the list marks "given".
+        if action.option_strings and isinstance(arg_strings, list):
+            self._distilgan_given.add(action.dest)
+        return super()._get_values(action, arg_strings)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="distilgan",
         description="Distil a big class-conditional generator into a tiny, fast one.",
     )
     parser.add_argument("--version", action="version", version=f"distilgan {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    parser.commands = subparsers.choices  # type: ignore[attr-defined]  # name -> parser, for main's errors
     for name in COMMANDS:
         module_name = f"distilgan.commands.{name}"
         if importlib.util.find_spec(module_name) is None:  # command not built yet
             continue
         importlib.import_module(module_name).add_parser(subparsers)
+    for name, command in subparsers.choices.items():
+        if name not in NOT_LONG:
+            add_quiet_option(command)  # one --quiet for every long command, handled in main
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:  # name the subcommand's --help, not the top-level one
+            command = getattr(args, "command", None)
+            parser_for = getattr(parser, "commands", {}).get(command, parser)
+            parser_for.error(f"unrecognized arguments: {' '.join(extras)}")
+    except SystemExit as done:  # a usage error (2, its line printed), --help or --version (0)
+        return done.code if isinstance(done.code, int) else 0
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    set_quiet(bool(getattr(args, "quiet", False)))  # every progress bar of the run obeys it
     try:
-        return int(args.func(args) or 0)
+        with warnings_as_notes():  # our own warnings: one `distilgan: note:` line each
+            return int(args.func(args) or 0)
     except UserError as err:
         print(f"distilgan: error: {err}", file=sys.stderr)
         return err.exit_code

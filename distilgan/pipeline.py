@@ -6,7 +6,8 @@
     array = g.generate(["cat"] * 8, seed=1, output="np")      # uint8 (8, H, W, C)
 
 z comes from ``distilgan.utils.noise`` seeded by ``seed`` alone and is drawn for the whole label
-list at once, so the same (labels, seed, truncation) gives the same images whatever the batch size.
+list at once, so the same (labels, seed, truncation) gives the same images whatever the batch size;
+``seeds=[...]`` (one per label) draws each image's z from its own seed instead.
 By default z follows the distribution the model was trained on (``g.z_distribution``, from its
 config.json) and labels must be among its trained classes (``g.classes``); ``truncation`` /
 ``truncation_kind`` override the distribution.
@@ -97,23 +98,34 @@ class StudentGenerator:
         batch_size: int = 256,
         progress: bool = False,
         truncation_kind: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """-> (float NCHW images in [-1, 1] on the model's device, int64 labels, float32 z).
 
         ``truncation`` None and ``truncation_kind`` None: z from the model's own distribution; see
-        :meth:`z_distribution_for` for the overrides."""
-        from tqdm import tqdm
+        :meth:`z_distribution_for` for the overrides. ``seeds`` (one per label) replaces ``seed``:
+        image i then comes from ``seeds[i]`` alone, so it can be made again without the others."""
+        from distilgan.utils.progress import progress_bar
+        from distilgan.utils.seeds import z_for_seeds
 
         indices = self.label_indices(labels)
         distribution = self.z_distribution_for(truncation, truncation_kind)
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
-        z = distribution.sample(rng(seed), len(indices), self.z_dim)
+        if seeds is None:
+            z = distribution.sample(rng(seed), len(indices), self.z_dim)
+        elif len(seeds) != len(indices):
+            raise UserError(f"{len(seeds)} seeds for {len(indices)} labels: give one seed per label")
+        else:
+            z = z_for_seeds(distribution, seeds, self.z_dim)
+            # One forward pass per image: kernels chosen for another batch shape can move a pixel by
+            # one quantisation step, and an image of a seed list must be the same when made alone.
+            batch_size = 1
         device = self.device
         chunks = []
         steps = range(0, len(indices), batch_size)
         with torch.inference_mode():
-            for start in tqdm(steps, desc="generate", unit="batch", disable=not progress or len(steps) < 2):
+            for start in progress_bar(steps, desc="generate", unit="batch", disable=not progress or len(steps) < 2):
                 z_batch = torch.from_numpy(z[start : start + batch_size]).to(device)
                 label_batch = torch.from_numpy(indices[start : start + batch_size]).to(device)
                 chunks.append(self.model(z_batch, label_batch).float())
@@ -127,14 +139,16 @@ class StudentGenerator:
         output: str = "pil",
         batch_size: int = 256,
         truncation_kind: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> Any:
         """One image per label. output: "pil" (list of PIL images), "np" (uint8 NHWC array) or
         "pt" (float NCHW tensor in [-1, 1], on the model's device). ``truncation=None``: the model's
-        own z distribution; a number sets its threshold (``truncation_kind`` its kind)."""
+        own z distribution; a number sets its threshold (``truncation_kind`` its kind). ``seeds``:
+        one seed per label instead of ``seed`` (image i from ``seeds[i]`` alone)."""
         if output not in OUTPUTS:
             raise UserError(f"unknown output '{output}' (use one of {', '.join(OUTPUTS)})")
         images, _, _ = self.sample(labels, seed=seed, truncation=truncation, batch_size=batch_size,
-                                   truncation_kind=truncation_kind)
+                                   truncation_kind=truncation_kind, seeds=seeds)
         if output == "pt":
             return images
         array = to_uint8_nhwc(images)

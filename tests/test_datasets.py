@@ -123,7 +123,7 @@ def test_cifar10_name_cache_and_download(fake_cifar, tmp_path_factory, monkeypat
     source_tar = tar_folder(root)
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("DISTILGAN_DATA", str(cache))
-    with pytest.raises(UserError, match=r"CIFAR-10 not found in .*--download") as info:
+    with pytest.raises(UserError, match=r"CIFAR-10 not found in .*give a path instead .*download_cifar10\(\)") as info:
         open_dataset("cifar10")
     assert "\n" not in str(info.value) and str(cache) in str(info.value)
 

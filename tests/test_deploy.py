@@ -276,6 +276,12 @@ def test_bench_table_and_json(cli, tiny, exports, tmp_path):
     for row in rows.values():
         assert row["timing"]["1"]["median_ms"] > 0 and row["timing"]["4"]["images_per_s"] > 0
         assert row["macs_per_image"] > 0 and row["size_bytes"] > 0
+        # CPU time per image over the timed calls: positive, and no more than threads x wall time per image
+        cpu, wall = row["timing"]["4"]["cpu_s_per_image"], row["timing"]["4"]["median_ms"] / 4e3
+        assert 0 < cpu < 3 * wall + 1e-3, (cpu, wall)
+        joules = row["timing"]["4"]["joules_per_image"]
+        assert joules == "not readable" or joules > 0
+    assert "CPU-ms/img b4" in out and "J/img b4" in out
 
 
 def test_bench_fid_only_for_named_variants(cli, tiny, exports, tmp_path):

@@ -207,7 +207,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, cli, py_teacher: Pa
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    one_line_error(sample("--teacher", ok, "--out", blocker / "set"), "cannot write to output folder")
+    one_line_error(sample("--teacher", ok, "--out", blocker / "set"), "a-file is a file, not a folder")  # utils/paths.py, at start
     one_line_error(sample("--teacher", ok, "--out", blocker), "is a file")
 
     assert sample("--teacher", ok, "--out", out)[0] == 0

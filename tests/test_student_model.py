@@ -229,3 +229,31 @@ def test_save_over_existing_folder_replaces_it(saved_tiny):
     other.save_pretrained(saved_tiny)
     assert load_pretrained(saved_tiny).class_names == ["x", "y", "z"]
     assert not any(p.name.startswith((".tmp-", ".old-")) for p in saved_tiny.parent.iterdir())
+
+
+def test_small_map_matmul_equals_the_convolution():
+    """The training-time unfold+matmul path of D's last block gives the convolution's outputs and gradients."""
+    torch.manual_seed(0)
+    D = DiStyleGANDiscriminator(ndf=16).train()
+    images, labels = torch.rand(6, 3, 32, 32) * 2 - 1, torch.arange(6) % 10
+    outputs = {}
+    for matmul in (True, False):
+        for module in D.modules():
+            if hasattr(module, "matmul_small_maps"):
+                module.matmul_small_maps = matmul
+        D.zero_grad()
+        x = images.clone().requires_grad_()
+        # parametrizations.spectral_norm runs a power iteration per training forward: fix u, v first
+        with torch.nn.utils.parametrize.cached():
+            logits, features = D(x, labels)
+            (logits.square().sum() + sum(f.abs().mean() for f in features)).backward()
+        outputs[matmul] = (logits.detach(), features[-1].detach(), x.grad, [p.grad.clone() for p in D.parameters()])
+        assert features[-1].shape == (6, 64, 2, 2)
+    (l1, f1, g1, p1), (l0, f0, g0, p0) = outputs[True], outputs[False]
+    torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(f1, f0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6)
+    for a, b in zip(p1, p0):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    keys = set(D.state_dict())
+    assert "blocks.3.0.parametrizations.weight.original" in keys  # same keys as a plain Conv2d

@@ -312,11 +312,14 @@ def test_python_object_with_numpy_io_and_by_module_name(tmp_path, monkeypatch):
 
 
 def test_python_wrong_output_shape_is_a_user_error(tmp_path):
-    path = write_module(tmp_path, res=16)  # claims 16x16, returns 8x8
-    teacher = load_teacher(f"python:{path}:build")
+    path = write_module(tmp_path, res=16)  # claims 16x16, returns 8x8: the probe sample at load catches it
+    with pytest.raises(UserError, match="says resolution=16 but a probe sample has resolution 8"):
+        load_teacher(f"python:{path}:build")
+    teacher = load_teacher(f"python:{write_module(tmp_path)}:build")
+    teacher.resolution = 16  # a teacher changing its output after load still fails at generate
     with pytest.raises(UserError, match="returned images of shape"):
         teacher.generate(*inputs(2, z_dim=4, num_classes=2))
-    path = write_module(tmp_path, res=16, channels=None)  # no channels: the probe catches it at load
+    path = write_module(tmp_path, res=16, channels=None)  # no channels: the same probe
     with pytest.raises(UserError, match="says resolution=16 but a probe sample has resolution 8"):
         load_teacher(f"python:{path}:build")
 

@@ -123,11 +123,11 @@ def quantize_with_accuracy_control(
 
 def predict(compiled: Any, inputs: np.ndarray, batch_size: int = 250, progress: str | None = None) -> np.ndarray:
     """Predicted classes of normalised NCHW ``inputs`` with a compiled OpenVINO model."""
-    from tqdm import tqdm
+    from distilgan.utils.progress import progress_bar
 
     out = []
     starts = range(0, len(inputs), batch_size)
-    for start in tqdm(starts, desc=progress or "eval", unit="batch", disable=progress is None, leave=False):
+    for start in progress_bar(starts, desc=progress or "eval", unit="batch", disable=progress is None, leave=False):
         out.append(np.argmax(compiled(inputs[start : start + batch_size])[0], 1))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 

@@ -74,10 +74,9 @@ def train_classifier(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``classifier`` on ``train`` (ImageDataset), report accuracy on ``test`` every epoch."""
-    from tqdm import tqdm
-
     from distilgan.models.pretrained import parse_device
     from distilgan.train.state import capture_rng, load_state, restore_rng, save_state
+    from distilgan.utils.progress import progress_bar
 
     out = Path(out)
     state_path = out / "state" / "state.pt"
@@ -129,7 +128,7 @@ def train_classifier(
         classifier.train()
         order = torch.randperm(len(train_x), generator=gen).to(dev)
         loss_sum, correct, seen, t0 = 0.0, 0, 0, time.time()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not progress, leave=False)
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not progress, leave=False)
         for i in bar:
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:

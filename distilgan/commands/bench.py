@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from distilgan.utils import argtypes
+
 BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
@@ -25,15 +27,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
     parser.add_argument("--backends", default="torch,onnxruntime,openvino", help="comma list of torch, onnxruntime, openvino")
     parser.add_argument("--precisions", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8 (torch: fp32 only)")
-    parser.add_argument("--batch", default="1,64", help="comma list of batch sizes (default 1,64)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for every backend (default 2)")
-    parser.add_argument("--fid-samples", type=int, default=10000, help="FID samples vs the FP32 student (0 skips; default 10000)")
+    parser.add_argument("--batch", default="1,64", type=argtypes.positive_int_list, help="comma list of batch sizes (default 1,64)")
+    parser.add_argument("--threads", type=argtypes.positive_int, default=2, help="CPU threads for every backend (default 2)")
+    parser.add_argument("--fid-samples", type=argtypes.zero_or_at_least(2, "skip FID"), default=10000, help="FID samples vs the FP32 student (0 skips; default 10000)")
     parser.add_argument("--fid-variants", default="", metavar="NAMES",
                         help="comma list of variant names as in the table (e.g. 'openvino int8,prune openvino int8'): "
                              "FID only for those (default: all; every FID costs --fid-samples Inception passes)")
-    parser.add_argument("--quality-samples", type=int, default=10000, help="samples for PSNR vs FP32 (default 10000)")
-    parser.add_argument("--repeats", type=int, default=20, help="at least this many timed calls per measurement (default 20)")
-    parser.add_argument("--min-seconds", type=float, default=2.0,
+    parser.add_argument("--quality-samples", type=argtypes.positive_int, default=10000, help="samples for PSNR vs FP32 (default 10000)")
+    parser.add_argument("--repeats", type=argtypes.positive_int, default=20, help="at least this many timed calls per measurement (default 20)")
+    parser.add_argument("--min-seconds", type=argtypes.nonneg_float, default=2.0,
                         help="time each measurement for at least this long, after half as long of warm-up (default 2)")
     parser.add_argument("--extra", action="append", default=[], metavar="EXPORT_DIR",
                         help="also bench an existing export folder (e.g. from qat or prune); repeatable")
@@ -48,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.deploy.bench import run_bench
     from distilgan.errors import UserError
     from distilgan.utils.atomic import atomic_write_json
+    from distilgan.utils.paths import check_output_file
 
+    if args.json:
+        check_output_file(args.json, "--json")  # before minutes of exports and timing
+    argtypes.refuse_unless(args, "--fid-variants", args.fid_samples > 0, "chooses the variants that get an FID, and --fid-samples 0 skips FID")
+    argtypes.refuse_unless(args, "--int8-ablation", "openvino" in _list(args.backends),
+                           "adds OpenVINO INT8 variants, and --backends has no openvino")
     backends = [check_choice(b, BACKENDS, "backend") for b in _list(args.backends)]
     precisions = [check_choice(p, PRECISIONS, "precision") for p in _list(args.precisions)]
     try:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from distilgan.errors import UserError
+from distilgan.utils import argtypes
 
 DESCRIPTION = """\
 Quantize a classifier to INT8 (OpenVINO IR) with calibration images from real data, a distilled
@@ -34,29 +35,53 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="classifier: shipped name (e.g. cifar10-vgg11_bn_x0_25), checkpoint folder (train-classifier) or CIFAR ResNet .th file")
     parser.add_argument("--calibration", default="real", metavar="SOURCE",
                         help="real | student | teacher | noise | noise-pixel | uniform | FOLDER (default: real)")
-    parser.add_argument("--size", type=int, default=300, help="number of calibration images (default: 300)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subset, noise or generator (default: 0)")
-    parser.add_argument("--keep", type=float, default=1.0,
+    parser.add_argument("--size", type=argtypes.positive_int, default=300, help="number of calibration images (default: 300)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the calibration subset, noise or generator (default: 0)")
+    parser.add_argument("--keep", type=argtypes.fraction, default=1.0,
                         help="student/teacher: draw size/KEEP images, keep the classifier's most confident KEEP fraction per class")
-    parser.add_argument("--accuracy-control", type=float, default=None, metavar="MAX_DROP",
+    parser.add_argument("--accuracy-control", type=argtypes.nonneg_float, default=None, metavar="MAX_DROP",
                         help="use nncf.quantize_with_accuracy_control: at most MAX_DROP points lost on a real validation subset")
     parser.add_argument("--activation-ranges", default="mean-minmax", choices=list(ACTIVATION_RANGES),
                         help="how per-image activation min/max become INT8 ranges: mean over images (NNCF's default) or "
                              "min/max over all images (better for synthetic images, see docs/calibration.md)")
-    parser.add_argument("--validation-size", type=int, default=1000,
+    parser.add_argument("--validation-size", type=argtypes.positive_int, default=1000,
                         help="train-split images (disjoint from real calibration) for --accuracy-control (default: 1000)")
     parser.add_argument("--student", help="student checkpoint folder (for --calibration student)")
     parser.add_argument("--teacher", help="teacher spec, e.g. onnx:teacher.onnx (for --calibration teacher)")
     parser.add_argument("--data", default="cifar10",
                         help="dataset: its test split is evaluated, its train split gives real images (default: cifar10, the cached copy)")
-    parser.add_argument("--eval-size", type=int, default=0, help="evaluate on a seeded subset of this many test images (0 = all)")
+    parser.add_argument("--eval-size", type=argtypes.nonneg_int, default=0, help="evaluate on a seeded subset of this many test images (0 = all)")
     parser.add_argument("--no-throughput", action="store_true", help="skip the FP32 vs INT8 images/s measurement")
-    parser.add_argument("--threads", type=int, default=0, help="OpenVINO inference threads (0 = all cores)")
+    parser.add_argument("--threads", type=argtypes.nonneg_int, default=0, help="OpenVINO inference threads (0 = all cores)")
     parser.add_argument("--out", default=None, help="output folder (default: calibrated-<model>-<source>)")
     parser.set_defaults(func=run)
 
 
+def _check_model_path(spec: str) -> None:
+    """A --model that is clearly a path (a separator or a weights suffix) and is missing is "not
+    found", not an "unknown classifier" name."""
+    path = Path(spec).expanduser()
+    looks_like_path = "/" in str(spec) or "\\" in str(spec) or path.suffix in (".th", ".pth", ".pt", ".tar", ".safetensors")
+    if looks_like_path and not path.exists():
+        raise UserError(f"classifier not found: {spec} (check the path given to --model)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from distilgan.calibration.sources import BUILTIN_SOURCES
+    from distilgan.utils.paths import check_output_dir
+
+    source = args.calibration
+    # the same default name as below (an image folder is the source "folder")
+    stem = Path(str(args.model).rstrip("/")).name.split(".")[0]
+    default_out = f"calibrated-{stem}-{source if source in BUILTIN_SOURCES else 'folder'}"
+    check_output_dir(args.out or default_out, "--out", replace=True)  # before quantizing and evaluating
+    argtypes.refuse_unless(args, "--keep", source in ("student", "teacher"),
+                           f"filters generated images (--calibration student or teacher), not --calibration {source}")
+    argtypes.refuse_unless(args, "--student", source == "student", f"is the generator of --calibration student, not {source}")
+    argtypes.refuse_unless(args, "--teacher", source == "teacher", f"is the generator of --calibration teacher, not {source}")
+    argtypes.refuse_unless(args, "--validation-size", args.accuracy_control is not None,
+                           "sizes the validation set of --accuracy-control, which is not given")
+    _check_model_path(args.model)
     try:
         import nncf  # noqa: F401
         import openvino  # noqa: F401

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from distilgan.errors import UserError
+from distilgan.utils import argtypes
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,11 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/demo", help="folder for the set, the run and the samples (default runs/demo)")
     parser.add_argument("--teacher", default="builtin:cifar10-teacher",
                         help="teacher spec (default builtin:cifar10-teacher, shipped; builtin:toy is procedural)")
-    parser.add_argument("--per-class", type=int, default=64, help="teacher samples per class (default 64)")
-    parser.add_argument("--steps", type=int, default=150, help="distillation steps (default 150)")
-    parser.add_argument("--batch-size", type=int, default=32, help="distillation batch size (default 32)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of sampling, training and generation (default 0)")
-    parser.add_argument("--eval-n", type=int, default=100,
+    parser.add_argument("--per-class", type=argtypes.positive_int, default=64, help="teacher samples per class (default 64)")
+    parser.add_argument("--steps", type=argtypes.positive_int, default=150, help="distillation steps (default 150)")
+    parser.add_argument("--batch-size", type=argtypes.int_at_least(2, "batch-norm needs 2 images"), default=32, help="distillation batch size (default 32)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of sampling, training and generation (default 0)")
+    parser.add_argument("--eval-n", type=argtypes.zero_or_at_least(2, "skip the check"), default=100,
                         help="samples for the KID-to-teacher check (default 100; 0 skips; needs distilgan[metrics])")
     parser.set_defaults(func=run)
 
@@ -69,7 +70,9 @@ def _evaluate(store: Path, generator: Path, out: Path, n: int, seed: str) -> Non
 def run(args: argparse.Namespace) -> int:
     if args.per_class < 1 or args.steps < 1 or args.batch_size < 2:
         raise UserError("--per-class and --steps must be >= 1 and --batch-size >= 2")
-    out = Path(args.out)
+    from distilgan.utils.paths import check_output_dir
+
+    out = check_output_dir(args.out, "--out")  # before the teacher is sampled
     store, run_dir, generator = out / "store", out / "run", out / "run" / "generator"
     seed = str(args.seed)
     started = time.perf_counter()

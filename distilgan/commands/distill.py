@@ -12,45 +12,46 @@ from __future__ import annotations
 import argparse
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from distilgan.errors import UserError
 from distilgan.train.run_options import add_shared_options, shared_cli_values
+from distilgan.utils import argtypes
 
 # (option, config key, type, help); every one defaults to None so "not given" is visible.
-OPTIONS: list[tuple[str, str, type, str]] = [
-    ("--ngf", "ngf", int, "generator width (default: the model's, 256)"),
-    ("--ndf", "ndf", int, "discriminator width (default: the model's, 128)"),
-    ("--project-dim", "project_dim", int, "projection size in G and D (default: the model's, 128)"),
-    ("--batch-size", "batch_size", int, "global batch size, split over DDP processes (default 128)"),
-    ("--epochs", "epochs", int, "passes over the store (default 150)"),
-    ("--max-steps", "max_steps", int, "stop after this many steps (default: no limit)"),
-    ("--lr-g", "lr_g", float, "generator Adam learning rate (default 2e-4)"),
-    ("--lr-d", "lr_d", float, "discriminator Adam learning rate (default 2e-4)"),
-    ("--beta1", "beta1", float, "Adam beta1 (default 0.5)"),
-    ("--beta2", "beta2", float, "Adam beta2 (default 0.999)"),
-    ("--lambda-pixel", "lambda_pixel", float, "weight of the pixel L1 term (default 0.2)"),
+OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    ("--ngf", "ngf", argtypes.positive_int, "generator width (default: the model's, 256)"),
+    ("--ndf", "ndf", argtypes.positive_int, "discriminator width (default: the model's, 128)"),
+    ("--project-dim", "project_dim", argtypes.positive_int, "projection size in G and D (default: the model's, 128)"),
+    ("--batch-size", "batch_size", argtypes.positive_int, "global batch size, split over DDP processes (default 128)"),
+    ("--epochs", "epochs", argtypes.positive_int, "passes over the store (default 150)"),
+    ("--max-steps", "max_steps", argtypes.positive_int, "stop after this many steps (default: no limit)"),
+    ("--lr-g", "lr_g", argtypes.positive_float, "generator Adam learning rate (default 2e-4)"),
+    ("--lr-d", "lr_d", argtypes.positive_float, "discriminator Adam learning rate (default 2e-4)"),
+    ("--beta1", "beta1", argtypes.decay, "Adam beta1 (default 0.5)"),
+    ("--beta2", "beta2", argtypes.decay, "Adam beta2 (default 0.999)"),
+    ("--lambda-pixel", "lambda_pixel", argtypes.nonneg_float, "weight of the pixel L1 term (default 0.2)"),
     ("--pixel-schedule", "pixel_schedule", str,
      "lambda-pixel schedule: constant (default, DiStyleGAN) or epoch-linear (TinyGAN: --pixel-decay subtracted "
      "once per epoch, 0.2 - 0.01 per epoch = a 20-epoch warm-down)"),
-    ("--pixel-decay", "pixel_decay", float,
+    ("--pixel-decay", "pixel_decay", argtypes.nonneg_float,
      "with --pixel-schedule epoch-linear: subtracted from lambda-pixel per epoch, down to 0 (default 0.01, "
      "TinyGAN's value)"),
-    ("--lambda-gan-g", "lambda_gan_g", float, "weight of G's adversarial terms (default 0.01)"),
-    ("--lambda-gan-d", "lambda_gan_d", float, "weight of D's real-data hinge term (default 0.2)"),
-    ("--gstep", "gstep", int, "G's adversarial terms every this many steps (default 10)"),
-    ("--lr-decay-start", "lr_decay_start", int,
+    ("--lambda-gan-g", "lambda_gan_g", argtypes.nonneg_float, "weight of G's adversarial terms (default 0.01)"),
+    ("--lambda-gan-d", "lambda_gan_d", argtypes.nonneg_float, "weight of D's real-data hinge term (default 0.2)"),
+    ("--gstep", "gstep", argtypes.positive_int, "G's adversarial terms every this many steps (default 10)"),
+    ("--lr-decay-start", "lr_decay_start", argtypes.nonneg_int,
      "decay both LRs linearly to 0 from this step to the last (default: constant LR)"),
-    ("--ema-decay", "ema_decay", float, "decay of the EMA copy of G (default 0.999)"),
-    ("--ckpt-every", "ckpt_every", int, "save checkpoint + training state every this many epochs (default 10)"),
-    ("--ckpt-every-steps", "ckpt_every_steps", int,
+    ("--ema-decay", "ema_decay", argtypes.decay, "decay of the EMA copy of G (default 0.999)"),
+    ("--ckpt-every", "ckpt_every", argtypes.positive_int, "save checkpoint + training state every this many epochs (default 10)"),
+    ("--ckpt-every-steps", "ckpt_every_steps", argtypes.positive_int,
      "also save checkpoint + training state every this many steps (default: only by epochs)"),
-    ("--grid-every", "grid_every", int, "save the fixed sample grid every this many epochs (default 1)"),
-    ("--log-every", "log_every", int, "log every loss term every this many steps (default 10)"),
-    ("--grid-columns", "grid_columns", int, "samples per class row in the grid (default 10)"),
-    ("--seed", "seed", int, "seed of model init, data order and noise (default 0)"),
+    ("--grid-every", "grid_every", argtypes.positive_int, "save the fixed sample grid every this many epochs (default 1)"),
+    ("--log-every", "log_every", argtypes.positive_int, "log every loss term every this many steps (default 10)"),
+    ("--grid-columns", "grid_columns", argtypes.positive_int, "samples per class row in the grid (default 10)"),
+    ("--seed", "seed", argtypes.seed, "seed of model init, data order and noise (default 0)"),
     ("--device", "device", str, "auto, cpu or cuda (default auto)"),
-    ("--workers", "workers", int, "DataLoader worker processes (default 2)"),
+    ("--workers", "workers", argtypes.nonneg_int, "DataLoader worker processes (default 2)"),
 ]
 
 
@@ -75,7 +76,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--store-in-memory", dest="store_in_memory", action=argparse.BooleanOptionalAction,
                         default=None, help="read the store into memory once and batch by index, same order as "
                         "streaming (default: when it fits in 4 GiB)")
+    parser.add_argument("--no-verify-shards", dest="no_verify_shards", action="store_true",
+                        help="skip the sha256 check of each shard against the manifest when first read "
+                        "(for huge sets already checked with distilgan verify)")
     add_shared_options(parser)
+    argtypes.retype(parser, argtypes.SHARED_OPTION_TYPES)
     parser.set_defaults(func=run)
 
 
@@ -128,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     if not out:
         raise UserError("no run folder given (add --out RUN)")
     run_dir = Path(out)
+    from distilgan.utils.paths import check_output_dir
+
+    check_output_dir(run_dir, "--out")  # an existing run folder is fine: --resume continues it
     state = None
     if args.resume:
         from distilgan.train.config import legacy_notice
@@ -144,7 +152,14 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_config(cli, file_values)
     if not config.data:
         raise UserError("no distillation set given (add --data STORE)")
+    argtypes.refuse_unless(args, "--pixel-decay", config.pixel_schedule != "constant",
+                           "applies to --pixel-schedule epoch-linear only (the constant schedule keeps lambda-pixel fixed)")
+    for option in ("--metric-n", "--metric-every", "--metric-ref"):
+        argtypes.refuse_unless(args, option, bool(config.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
 
+    from distilgan.data.store import set_shard_checks
+
+    set_shard_checks(not getattr(args, "no_verify_shards", False))  # every store this run reads
     store = DistillationStore.open(config.data)
     real = None
     if config.real:

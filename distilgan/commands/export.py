@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from distilgan.utils import argtypes
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from distilgan.deploy.quantize import PRESETS  # light: numpy, no OpenVINO
+
     parser = subparsers.add_parser(
         "export",
         help="export a student to ONNX or OpenVINO (fp32, fp16, int8)",
@@ -19,13 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
     parser.add_argument("--format", default="onnx", help="onnx or openvino (default onnx)")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default fp32)")
-    parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size N")
+    parser.add_argument("--batch", default="dynamic", type=argtypes.batch_spec, help="'dynamic' (default) or a fixed batch size N")
     parser.add_argument("--out", help="output folder (default exports/<checkpoint>-<format>-<precision>)")
-    parser.add_argument("--calibration-size", type=int, default=512, help="int8: calibration samples (default 512)")
-    parser.add_argument("--calibration-seed", type=int, default=0, help="int8: seed of the calibration z (default 0)")
+    parser.add_argument("--calibration-size", type=argtypes.positive_int, default=512, help="int8: calibration samples (default 512)")
+    parser.add_argument("--calibration-seed", type=argtypes.seed, default=0, help="int8: seed of the calibration z (default 0)")
     parser.add_argument("--keep-first", action="store_true", help="int8: keep the first layer (z projection) in float")
     parser.add_argument("--keep-last", action="store_true", help="int8: keep the last layer (to-RGB conv) in float")
-    parser.add_argument("--preset", default="performance",
+    parser.add_argument("--preset", default="performance", choices=PRESETS,
                         help="int8 with openvino: performance (symmetric activations, default) or mixed (asymmetric)")
     parser.set_defaults(func=run)
 
@@ -40,6 +44,14 @@ def run(args: argparse.Namespace) -> int:
     precision = check_choice(args.precision, PRECISIONS, "--precision")
     batch = parse_batch(args.batch)
     out = args.out or str(Path("exports") / f"{Path(args.checkpoint).name}-{fmt}-{precision}")
+    from distilgan.utils.paths import check_output_dir
+
+    check_output_dir(out, "--out", replace=True)  # the export folder is swapped in whole
+    mode = f"--format {fmt} --precision {precision}"
+    for option in ("--calibration-size", "--calibration-seed", "--keep-first", "--keep-last"):
+        argtypes.refuse_unless(args, option, precision == "int8", f"applies to --precision int8 only, not {mode}")
+    argtypes.refuse_unless(args, "--preset", fmt == "openvino" and precision == "int8",
+                           f"applies to --format openvino --precision int8 only (NNCF's preset), not {mode}")
     info = export_checkpoint(
         args.checkpoint, out, fmt=fmt, precision=precision, batch=batch, calibration_size=args.calibration_size,
         calibration_seed=args.calibration_seed, keep_first=args.keep_first, keep_last=args.keep_last, preset=args.preset,

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from distilgan.errors import UserError
+from distilgan.utils import argtypes
 from distilgan.utils.noise import Z_KINDS
+from distilgan.utils.seeds import seed_list
 
 # Suffixes that look like a file the user wanted but that we do not write.
 UNSUPPORTED_SUFFIXES = {".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".npy", ".pt", ".pth"}
@@ -31,23 +33,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Generate class-conditional images with a student checkpoint. --out DIR writes one PNG per "
             "image named <class>_<seed>_<index>.png; --out FILE.png writes a grid (one row per class with "
             "--per-class); --out FILE.npz writes arrays images (uint8 NHWC), labels (int64) and z (float32). "
-            "The same seed gives identical files."
+            "The same seed gives identical files. --seeds 0-99 gives every image its own seed (saved as 'seeds' "
+            "in an .npz and as <seed> in file names), so one image can be made again alone with --seeds S --labels L."
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors) or built-in name")
     parser.add_argument("--labels", nargs="+", metavar="LABEL",
                         help="class names or indices (default: every class the model was trained on, in its order)")
     count = parser.add_mutually_exclusive_group()
-    count.add_argument("--per-class", type=int, metavar="N", help=f"images per label, grouped by label (default {DEFAULT_PER_CLASS})")
-    count.add_argument("--n", type=int, metavar="N", help="images in total, cycling through the labels")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--truncation", type=float, metavar="T",
+    count.add_argument("--per-class", type=argtypes.positive_int, metavar="N", help=f"images per label, grouped by label (default {DEFAULT_PER_CLASS})")
+    count.add_argument("--n", type=argtypes.positive_int, metavar="N", help="images in total, cycling through the labels")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="noise seed (default 0)")
+    parser.add_argument("--seeds", type=seed_list, metavar="LIST",
+                        help="one image per seed for every label, each from its own seed, e.g. 0-99 or 0-3,7 "
+                             "(instead of --seed, --per-class and --n; a grid has one column per seed)")
+    parser.add_argument("--truncation", type=argtypes.positive_float, metavar="T",
                         help="threshold t of z's distribution (default: the model's own, from its config.json)")
     parser.add_argument("--truncation-kind", metavar="KIND",
                         help=f"z's distribution: {', '.join(Z_KINDS)} (default: the model's own; with only "
                              "--truncation, the model's kind, or truncated when its z is normal)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=256, help="images per forward pass (default 256)")
     parser.add_argument("--out", required=True, metavar="PATH", help="a folder, a .png grid, or an .npz file")
     parser.set_defaults(func=run)
 
@@ -83,13 +89,29 @@ def save_npz_deterministic(path: Path, **arrays: np.ndarray) -> None:
                     np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def _describe_seeds(seeds: list[int]) -> str:
+    """[0, 1, 2, 7] -> "0-2,7" (short, and pasteable back into --seeds)."""
+    parts: list[str] = []
+    start = prev = seeds[0]
+    for seed in [*seeds[1:], None]:
+        if seed is not None and seed == prev + 1:
+            prev = seed
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if seed is not None:
+            start = prev = seed
+    return ",".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from distilgan.pipeline import StudentGenerator, to_uint8_nhwc
     from distilgan.utils.images import save_grid, save_png
     from distilgan.utils.labels import resolve_labels
     from distilgan.utils.noise import balanced_labels
+    from distilgan.utils.paths import check_output_dir, check_output_file
 
     kind = output_kind(args.out)
+    (check_output_dir if kind == "folder" else check_output_file)(args.out, "--out")  # before the model loads
     for option, value in (("--per-class", args.per_class), ("--n", args.n), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be >= 1, got {value}")
@@ -100,8 +122,15 @@ def run(args: argparse.Namespace) -> int:
     trained = generator.classes
     classes = (resolve_labels(args.labels, generator.class_names, strict=False, allowed=trained)
                if args.labels else np.asarray(trained, dtype=np.int64))
-    per_class = None
-    if args.n is not None:
+    per_class = seeds = None
+    if args.seeds is not None:
+        argtypes.refuse_unless(args, "--seed", False, "is one seed for the whole list, and --seeds gives each image its own")
+        if args.per_class is not None or args.n is not None:
+            raise UserError("--seeds makes one image per seed for every label; leave out --per-class and --n")
+        per_class = len(args.seeds)  # a grid row per label, a column per seed
+        labels = np.repeat(classes, per_class)
+        seeds = np.tile(np.asarray(args.seeds, dtype=np.int64), len(classes))
+    elif args.n is not None:
         labels = balanced_labels(0, args.n, classes)
     else:
         per_class = args.per_class or DEFAULT_PER_CLASS
@@ -109,22 +138,25 @@ def run(args: argparse.Namespace) -> int:
 
     images, labels, z = generator.sample(
         labels, seed=args.seed, truncation=args.truncation, truncation_kind=args.truncation_kind,
-        batch_size=args.batch_size, progress=True,
+        batch_size=args.batch_size, progress=True, seeds=None if seeds is None else seeds.tolist(),
     )
     array = to_uint8_nhwc(images)
     out = Path(args.out)
     names = generator.class_names
     if kind == "npz":
-        save_npz_deterministic(out, images=array, labels=labels, z=z)
+        extra = {} if seeds is None else {"seeds": seeds}  # image i's own seed
+        save_npz_deterministic(out, images=array, labels=labels, z=z, **extra)
     elif kind == "png-grid":
         save_grid(array, out, nrow=per_class)
     else:
-        from tqdm import tqdm
+        from distilgan.utils.progress import progress_bar
 
         out.mkdir(parents=True, exist_ok=True)
-        for index, (image, label) in enumerate(tqdm(list(zip(array, labels)), desc="write", unit="png", disable=len(array) < 64)):
-            save_png(image, out / f"{safe_name(names[label])}_{args.seed}_{index}.png")
+        for index, (image, label) in enumerate(progress_bar(list(zip(array, labels)), desc="write", unit="png", disable=len(array) < 64)):
+            own = args.seed if seeds is None else int(seeds[index])
+            save_png(image, out / f"{safe_name(names[label])}_{own}_{index}.png")
     used = list(dict.fromkeys(labels.tolist()))  # classes in order of first use
     shown = ", ".join(names[c] for c in used[:10]) + (" ..." if len(used) > 10 else "")
-    print(f"wrote {len(array)} images ({shown}; seed {args.seed}, z {distribution.describe()}) to {out}")
+    seeding = f"seed {args.seed}" if seeds is None else f"seeds {_describe_seeds(args.seeds)}, one per image"
+    print(f"wrote {len(array)} images ({shown}; {seeding}, z {distribution.describe()}) to {out}")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distilgan.errors import UserError
+from distilgan.utils import argtypes
 
 
 def add_parser(subparsers: Any) -> None:
@@ -17,8 +18,8 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="run folder of distilgan distill")
     parser.add_argument("--out", help="GIF to write (default RUN/training.gif)")
-    parser.add_argument("--fps", type=float, default=4.0, help="frames per second (default 4)")
-    parser.add_argument("--hold-last", type=float, default=1.0,
+    parser.add_argument("--fps", type=argtypes.positive_float, default=4.0, help="frames per second (default 4)")
+    parser.add_argument("--hold-last", type=argtypes.nonneg_float, default=1.0,
                         help="seconds to show the last frame before the loop starts again (default 1)")
     parser.set_defaults(func=run)
 
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"run folder not found: {run_dir} (give the --out folder of distilgan distill)")
     if not args.fps > 0:
         raise UserError(f"--fps must be > 0, got {args.fps}")
+    from distilgan.utils.paths import check_output_file
+
+    check_output_file(args.out or run_dir / "training.gif", "--out")  # before the grids are read
     paths = sorted((run_dir / GRID_DIR).glob("epoch-*.png"))
     if not paths:
         raise UserError(f"no grids in {run_dir / GRID_DIR} (train with distilgan distill first; grids are saved every --grid-every epochs)")

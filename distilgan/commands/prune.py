@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from distilgan.deploy.finetune_cli import add_finetune_options
+from distilgan.utils import argtypes
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,14 +23,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--macs-ratio", type=float, default=0.5, help="target MACs / original MACs (default 0.5)")
-    parser.add_argument("--steps", type=int, default=2000, help="distillation steps (default 2000)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default 2e-4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training z (default 0)")
+    parser.add_argument("--macs-ratio", type=argtypes.fraction, default=0.5, help="target MACs / original MACs (default 0.5)")
+    parser.add_argument("--steps", type=argtypes.nonneg_int, default=2000, help="distillation steps (default 2000)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="batch size (default 64)")
+    parser.add_argument("--lr", type=argtypes.positive_float, default=2e-4, help="Adam learning rate (default 2e-4)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the training z (default 0)")
     parser.add_argument("--format", default="openvino", help="export format: openvino (default) or onnx")
-    parser.add_argument("--calibration-size", type=int, default=512, help="int8 calibration samples (default 512)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--calibration-size", type=argtypes.positive_int, default=512, help="int8 calibration samples (default 512)")
+    parser.add_argument("--threads", type=argtypes.positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     add_finetune_options(parser)
     parser.set_defaults(func=run)
 
@@ -46,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.deploy.prune import prune_and_distil
     from distilgan.errors import UserError
 
+    from distilgan.utils.paths import check_output_dir
+
     fmt = check_choice(args.format, FORMATS, "--format")
+    check_output_dir(args.out, "--out")  # before the long fine-tuning
+    if args.finetune_out:
+        check_output_dir(args.finetune_out, "--finetune-out")  # an existing run folder is fine: --resume continues it
+    for option in ("--metric-n", "--metric-every", "--metric-ref"):
+        argtypes.refuse_unless(args, option, bool(args.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
     if args.steps < 0 or args.batch_size < 1:
         raise UserError("--steps must be >= 0 and --batch-size >= 1")
     if args.threads:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
 from distilgan.errors import UserError
+from distilgan.utils import argtypes
 from distilgan.utils.latent import TRUNCATION_KINDS
 from distilgan.utils.noise import Z_KIND_HELP
 
@@ -36,20 +38,20 @@ def add_parser(subparsers: Any) -> None:
                         help="teacher spec: onnx:PATH, torchscript:PATH, python:FILE.py:NAME, "
                              "stylegan2-ada:PKL, distilgan:DIR, builtin:NAME, or a path")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the set (created)")
-    parser.add_argument("--per-class", required=True, type=int, metavar="N", help="samples per class")
+    parser.add_argument("--per-class", required=True, type=argtypes.positive_int, metavar="N", help="samples per class")
     parser.add_argument("--classes", nargs="+", metavar="C",
                         help="classes to sample, as indices (0 3) or names (cat dog); default all")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
-    parser.add_argument("--batch-size", type=int, default=256, help="teacher batch size (default 256)")
-    parser.add_argument("--shard-size", type=int, default=10000, help="samples per shard file (default 10000)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of z (default 0)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=256, help="teacher batch size (default 256)")
+    parser.add_argument("--shard-size", type=argtypes.positive_int, default=10000, help="samples per shard file (default 10000)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--truncation", type=float, metavar="T",
+    parser.add_argument("--truncation", type=argtypes.positive_float, metavar="T",
                         help="truncation: StyleGAN psi for teachers that apply it, else the threshold t of z's "
                              "distribution (--truncation-kind); the student records it and samples with it")
     parser.add_argument("--truncation-kind", default="truncated", metavar="KIND",  # checked in run: one-line error
                         help="how --truncation shapes z: " + "; ".join(f"{k}: {Z_KIND_HELP[k]}" for k in TRUNCATION_KINDS)
                              + " (default truncated)")
-    parser.add_argument("--output-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    parser.add_argument("--output-range", type=argtypes.finite_float, nargs=2, metavar=("LOW", "HIGH"),
                         help="range of the teacher's raw output, mapped to [-1, 1] (default -1 1)")
     parser.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
                         help="adapter option, repeatable (e.g. z_input=noise, class_names=cat,dog)")
@@ -75,10 +77,9 @@ def parse_teacher_options(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distilgan.data.store import resolve_classes, write_store
-    from distilgan.teachers import load_teacher
-    from distilgan.utils.noise import ZDistribution
+    from distilgan.utils.paths import check_output_dir
 
+    check_output_dir(args.out, "--out")  # an existing set folder is fine: write_store resumes or refuses it
     if args.per_class < 1:
         raise UserError(f"--per-class must be >= 1, got {args.per_class}")
     if args.truncation is not None and not args.truncation > 0:
@@ -91,9 +92,30 @@ def run(args: argparse.Namespace) -> int:
     for key in ("device", "output_range", "truncation"):
         if key in options:
             raise UserError(f"give {key} with --{key.replace('_', '-')}, not --teacher-option")
+    dist = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: the shards are split over the ranks
+        from distilgan.train.distributed import setup_distributed
+
+        dist = setup_distributed(args.device)
+    try:
+        return _sample(args, options, dist)
+    finally:
+        if dist is not None:
+            from distilgan.train.distributed import teardown_distributed
+
+            teardown_distributed()
+
+
+def _sample(args: argparse.Namespace, options: dict[str, Any], dist: Any) -> int:
+    from distilgan.data.store import resolve_classes, write_store
+    from distilgan.teachers import load_teacher
+    from distilgan.utils.noise import ZDistribution
+
+    # each rank runs its teacher on its own GPU; the manifest records --device as given, as one process does
+    device = str(dist.device) if dist is not None and dist.device.type == "cuda" else args.device
     teacher = load_teacher(
         args.teacher,
-        device=args.device,
+        device=device,
         output_range=tuple(args.output_range) if args.output_range else None,
         truncation=args.truncation,
         **options,
@@ -115,8 +137,11 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         stats=stats,
+        dist=dist,
     )
     seconds = time.perf_counter() - start
+    if dist is not None and not dist.is_main:
+        return 0
     res, ch = manifest["resolution"], manifest["channels"]
     resumed = f", {stats['resumed']} kept from an earlier run" if stats.get("resumed") else ""
     print(

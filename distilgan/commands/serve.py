@@ -15,6 +15,7 @@ import signal
 import socket
 
 from distilgan.errors import UserError
+from distilgan.utils import argtypes
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -36,10 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", default="torch", choices=("torch", "openvino", "onnxruntime"), help="inference backend: torch runs a checkpoint; openvino and onnxruntime run an exported model folder without PyTorch (default torch)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    parser.add_argument("--max-count", type=int, default=64, metavar="N", help="most images one request may ask for (default 64)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of the model (default 1)")
-    parser.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S", help="seconds in-flight requests get to finish on shutdown (default 30)")
+    parser.add_argument("--port", type=argtypes.port, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--max-count", type=argtypes.positive_int, default=64, metavar="N", help="most images one request may ask for (default 64)")
+    parser.add_argument("--workers", type=argtypes.positive_int, default=1, metavar="N", help="server processes, each with its own copy of the model (default 1)")
+    parser.add_argument("--graceful-timeout", type=argtypes.positive_float, default=30.0, metavar="S", help="seconds in-flight requests get to finish on shutdown (default 30)")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="server log level (default info)")
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.set_defaults(func=run)

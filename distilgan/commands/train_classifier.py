@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from distilgan.utils import argtypes
+
 DESCRIPTION = """\
 Train a classifier of the zoo with SGD (momentum 0.9, nesterov), a cosine learning-rate schedule and
 the standard crop (4-pixel padding) + flip augmentation; test accuracy after every epoch. OUT/model is
@@ -25,14 +27,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="zoo name, e.g. resnet20, vgg11_bn, mobilenetv2, shufflenetv2, repvgg_a0")
     parser.add_argument("--data", required=True, help="dataset with train and test splits (cifar10, a class-folder tree or .zip)")
     parser.add_argument("--out", required=True, help="run folder: OUT/model (checkpoint), OUT/state, OUT/history.json")
-    parser.add_argument("--epochs", type=int, default=200, help="epochs (default: 200)")
-    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the cosine schedule (default: 0.1)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay on conv/linear weights (default: 5e-4)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0, off)")
-    parser.add_argument("--train-size", type=int, default=0, help="train on a class-balanced subset of this many images (0 = all)")
-    parser.add_argument("--eval-size", type=int, default=0, help="test on a seeded subset of this many images (0 = all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default: 0)")
+    parser.add_argument("--epochs", type=argtypes.positive_int, default=200, help="epochs (default: 200)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=128, help="batch size (default: 128)")
+    parser.add_argument("--lr", type=argtypes.positive_float, default=0.1, help="peak learning rate of the cosine schedule (default: 0.1)")
+    parser.add_argument("--weight-decay", type=argtypes.nonneg_float, default=5e-4, help="weight decay on conv/linear weights (default: 5e-4)")
+    parser.add_argument("--label-smoothing", type=argtypes.decay, default=0.0, help="label smoothing (default: 0, off)")
+    parser.add_argument("--train-size", type=argtypes.nonneg_int, default=0, help="train on a class-balanced subset of this many images (0 = all)")
+    parser.add_argument("--eval-size", type=argtypes.nonneg_int, default=0, help="test on a seeded subset of this many images (0 = all)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of initialisation, order and augmentation (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last finished epoch")
     parser.set_defaults(func=run)
@@ -46,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.data.datasets import open_dataset
     from distilgan.models.classifiers import build_classifier
     from distilgan.models.pretrained import read_config
+    from distilgan.utils.paths import check_output_dir
 
+    check_output_dir(args.out, "--out")  # before the dataset is decoded; an existing run resumes
     torch.manual_seed(args.seed)  # the initial weights
     train = open_dataset(args.data, split="train")
     test = open_dataset(args.data, split="test")

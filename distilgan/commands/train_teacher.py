@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from distilgan.errors import UserError
 from distilgan.train.config import RESUME_FREE_KEYS, TrainConfig
 from distilgan.train.run_options import add_shared_options, shared_cli_values
+from distilgan.utils import argtypes
 
 
 @dataclass
@@ -46,34 +47,34 @@ class TeacherConfig(TrainConfig):
 TEACHER_FREE_KEYS = RESUME_FREE_KEYS | {"compile"}
 
 # (option, config key, type, help); every one defaults to None so "not given" is visible.
-OPTIONS: list[tuple[str, str, type, str]] = [
-    ("--ch", "ch", int, "generator width, channels of every G block (default 256)"),
-    ("--d-ch", "d_ch", int, "discriminator width (default 256)"),
-    ("--z-dim", "z_dim", int, "latent size; a multiple of (number of G blocks + 1), e.g. 4 at 32x32 (default 128)"),
-    ("--shared-dim", "shared_dim", int, "shared class embedding size, 0 for one-hot conditioning (default 128)"),
-    ("--batch-size", "batch_size", int, "global batch of real images per D step, split over DDP processes (default 64)"),
-    ("--d-steps", "d_steps", int, "D steps per G step (default 4)"),
-    ("--epochs", "epochs", int, "passes over the dataset (default 500)"),
-    ("--max-steps", "max_steps", int, "stop after this many D steps (default: no limit)"),
-    ("--lr-g", "lr_g", float, "generator Adam learning rate (default 2e-4)"),
-    ("--lr-d", "lr_d", float, "discriminator Adam learning rate (default 2e-4)"),
-    ("--beta1", "beta1", float, "Adam beta1 (default 0.0)"),
-    ("--beta2", "beta2", float, "Adam beta2 (default 0.999)"),
-    ("--lr-decay-start", "lr_decay_start", int,
+OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    ("--ch", "ch", argtypes.positive_int, "generator width, channels of every G block (default 256)"),
+    ("--d-ch", "d_ch", argtypes.positive_int, "discriminator width (default 256)"),
+    ("--z-dim", "z_dim", argtypes.positive_int, "latent size; a multiple of (number of G blocks + 1), e.g. 4 at 32x32 (default 128)"),
+    ("--shared-dim", "shared_dim", argtypes.nonneg_int, "shared class embedding size, 0 for one-hot conditioning (default 128)"),
+    ("--batch-size", "batch_size", argtypes.positive_int, "global batch of real images per D step, split over DDP processes (default 64)"),
+    ("--d-steps", "d_steps", argtypes.positive_int, "D steps per G step (default 4)"),
+    ("--epochs", "epochs", argtypes.positive_int, "passes over the dataset (default 500)"),
+    ("--max-steps", "max_steps", argtypes.positive_int, "stop after this many D steps (default: no limit)"),
+    ("--lr-g", "lr_g", argtypes.positive_float, "generator Adam learning rate (default 2e-4)"),
+    ("--lr-d", "lr_d", argtypes.positive_float, "discriminator Adam learning rate (default 2e-4)"),
+    ("--beta1", "beta1", argtypes.decay, "Adam beta1 (default 0.0)"),
+    ("--beta2", "beta2", argtypes.decay, "Adam beta2 (default 0.999)"),
+    ("--lr-decay-start", "lr_decay_start", argtypes.nonneg_int,
      "decay both LRs linearly to 0 from this D step to the last (default: constant LR)"),
     ("--diffaugment", "diffaugment", str,
      "DiffAugment policy on real and fake images, a comma list of color, translation, cutout; '' for none "
      "(default translation,cutout)"),
-    ("--lecam", "lecam", float, "LeCam regularisation weight, 0 = off (default 0; 0.3 in StudioGAN)"),
-    ("--ema-decay", "ema_decay", float, "decay of the EMA copy of G (default 0.999)"),
-    ("--ema-start", "ema_start", int, "D step from which G is averaged; before it the copy follows G (default 4000)"),
-    ("--ckpt-every", "ckpt_every", int, "save checkpoint + training state every this many epochs (default 10)"),
-    ("--ckpt-every-steps", "ckpt_every_steps", int,
+    ("--lecam", "lecam", argtypes.nonneg_float, "LeCam regularisation weight, 0 = off (default 0; 0.3 in StudioGAN)"),
+    ("--ema-decay", "ema_decay", argtypes.decay, "decay of the EMA copy of G (default 0.999)"),
+    ("--ema-start", "ema_start", argtypes.nonneg_int, "D step from which G is averaged; before it the copy follows G (default 4000)"),
+    ("--ckpt-every", "ckpt_every", argtypes.positive_int, "save checkpoint + training state every this many epochs (default 10)"),
+    ("--ckpt-every-steps", "ckpt_every_steps", argtypes.positive_int,
      "also save checkpoint + training state every this many D steps (default: only by epochs)"),
-    ("--grid-every", "grid_every", int, "save the fixed sample grid every this many epochs (default 1)"),
-    ("--log-every", "log_every", int, "log every loss term every this many D steps (default 10)"),
-    ("--grid-columns", "grid_columns", int, "samples per class row in the grid (default 10)"),
-    ("--seed", "seed", int, "seed of model init, data order and noise (default 0)"),
+    ("--grid-every", "grid_every", argtypes.positive_int, "save the fixed sample grid every this many epochs (default 1)"),
+    ("--log-every", "log_every", argtypes.positive_int, "log every loss term every this many D steps (default 10)"),
+    ("--grid-columns", "grid_columns", argtypes.positive_int, "samples per class row in the grid (default 10)"),
+    ("--seed", "seed", argtypes.seed, "seed of model init, data order and noise (default 0)"),
     ("--device", "device", str, "auto, cpu or cuda (default auto)"),
 ]
 
@@ -100,6 +101,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--amp", dest="amp", action=argparse.BooleanOptionalAction, default=None,
                         help="legacy spelling of --precision bf16 on CUDA")
     add_shared_options(parser)
+    argtypes.retype(parser, argtypes.SHARED_OPTION_TYPES)
     parser.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile G and D on CUDA (default off; ignored on CPU)")
     parser.set_defaults(func=run)
@@ -130,6 +132,9 @@ def _resolve(args: argparse.Namespace) -> tuple[TeacherConfig, Path, dict[str, A
     if not out:
         raise UserError("no run folder given (add --out RUN)")
     run_dir = Path(out)
+    from distilgan.utils.paths import check_output_dir
+
+    check_output_dir(run_dir, "--out")  # an existing run folder is fine: --resume continues it
     state = None
     if args.resume:
         from distilgan.train.config import legacy_notice
@@ -147,6 +152,8 @@ def _resolve(args: argparse.Namespace) -> tuple[TeacherConfig, Path, dict[str, A
     if not config.data:
         raise UserError("no dataset given (add --data DATASET, e.g. cifar10 or a packed .npz)")
     _validate(config)
+    for option in ("--metric-n", "--metric-every", "--metric-ref"):
+        argtypes.refuse_unless(args, option, bool(config.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
     resolve_device(config.device)  # a bad --device fails before the dataset is decoded
     return config, run_dir, state
 

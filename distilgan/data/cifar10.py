@@ -173,7 +173,8 @@ def _check_md5(files: dict[str, bytes], location: Path, verify_md5: bool | None)
         f"labels may differ and metrics are not comparable with published CIFAR-10 numbers"
     )
     if verify_md5:
-        raise UserError(f"{message} (delete it and fetch the official {CIFAR10_URL}, or pass --download)")
+        raise UserError(f"{message} (replace it with the official {CIFAR10_URL}, or pass the path of this copy "
+                        f"instead of the name cifar10 to use it anyway)")
     warnings.warn(message, stacklevel=3)
     return False
 
@@ -209,16 +210,15 @@ def read_cifar10(
 
 def download_cifar10(root: str | os.PathLike | None = None, url: str = CIFAR10_URL, md5: str = CIFAR10_TAR_MD5) -> Path:
     """Fetch the tar.gz into ``root`` (default :func:`cifar10_data_dir`) atomically, md5-checked."""
-    from tqdm import tqdm
-
     from distilgan.utils.atomic import atomic_path
+    from distilgan.utils.progress import progress_bar
 
     target = Path(root or cifar10_data_dir()) / CIFAR10_TAR_NAME
     digest = hashlib.md5()
     try:
         with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=CIFAR10_TAR_NAME) as bar:
+            with open(tmp, "wb") as out, progress_bar(total=total, unit="B", unit_scale=True, desc=CIFAR10_TAR_NAME) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
@@ -245,7 +245,10 @@ def locate_cifar10(download: bool = False) -> Path:
         return found
     if download:
         return download_cifar10(root, CIFAR10_URL, CIFAR10_TAR_MD5)  # read now, so a mirror can be patched in
+    # There is no --download option: a path always works, and the download is a Python call.
     raise UserError(
-        f"CIFAR-10 not found in {root} (put {CIFAR10_TAR_NAME} from {CIFAR10_URL} there, set DISTILGAN_DATA, "
-        f"or pass --download to fetch it)"
+        f"CIFAR-10 not found in {root} (give a path instead of the name cifar10: {CIFAR10_TAR_NAME}, its "
+        f"{BATCH_FOLDER} folder, or a .zip or folder of class folders; or put {CIFAR10_TAR_NAME} from {CIFAR10_URL} "
+        f"into {root} (DISTILGAN_DATA sets this folder), e.g. with python -c \"from distilgan.data.cifar10 import "
+        f"download_cifar10; download_cifar10()\")"
     )

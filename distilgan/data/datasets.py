@@ -280,11 +280,17 @@ def _read_packed_jpeg(path: Path, arrays: dict[str, np.ndarray], split: str, wor
 def _read_npz(path: Path, split: str, workers: int | None = None) -> ImageDataset:
     source = str(path)
     _only_train(split, source, "an .npz file")
+    if not zipfile.is_zipfile(path):  # else numpy would advise allow_pickle=True, or return a lone .npy array
+        from distilgan.utils.npz import npz_problem
+
+        raise UserError(npz_problem(path))
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"cannot read {path}: {err} (save it with numpy.savez, without object arrays)") from None
+        from distilgan.utils.npz import npz_problem
+
+        raise UserError(npz_problem(path, err)) from None
     if "jpeg" in arrays and "offsets" in arrays:
         return _read_packed_jpeg(path, arrays, split, workers)
     key = next((k for k in ("images", "x") if k in arrays), None)

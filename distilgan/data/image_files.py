@@ -97,7 +97,7 @@ def default_workers() -> int:
 def decode_images(files, names: list[str], workers: int | None, desc: str) -> np.ndarray:
     """Decode every named file to one uint8 NHWC array (RGB, or 1 channel if all are grayscale)."""
     from PIL import Image
-    from tqdm import tqdm
+    from distilgan.utils.progress import progress_bar
 
     def decode(name: str) -> tuple[np.ndarray, bool]:
         try:
@@ -126,7 +126,7 @@ def decode_images(files, names: list[str], workers: int | None, desc: str) -> np
     chunk = 1000
     bounds = [(s, min(s + chunk, len(names))) for s in range(0, len(names), chunk)]
     workers = workers or default_workers()
-    with tqdm(total=len(names), desc=desc, unit="img", disable=len(names) < 2000) as bar:
+    with progress_bar(total=len(names), desc=desc, unit="img", disable=len(names) < 2000) as bar:
         if workers == 1:
             for start, stop in bounds:
                 bar.update(decode_chunk(start, stop))

@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,17 +32,25 @@ from distilgan.data.store_format import (  # noqa: F401  (re-exported: the store
     FORMAT_NAME,
     FORMAT_VERSION,
     LOCK,
+    ENTRY_PREFIX,
     MANIFEST,
+    clear_entries,
     class_counts,
     load_manifest,
     plan_shards,
+    read_entries,
     read_npz,
     resolve_classes,
     shard_name,
     write_npz,
 )
-from distilgan.data.store_read import DistillationStore, verify_store  # noqa: F401  (the store API in one place)
+from distilgan.data.store_read import (  # noqa: F401  (the store API in one place)
+    DistillationStore,
+    set_shard_checks,
+    verify_store,
+)
 from distilgan.errors import UserError
+from distilgan.teachers.base import check_not_flat
 from distilgan.utils.atomic import atomic_path
 from distilgan.utils.hashing import sha256_file
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
@@ -131,7 +139,8 @@ def _check_same_settings(old: dict[str, Any], new: dict[str, Any], out_dir: Path
 
 
 def _is_ours(name: str) -> bool:
-    return name in (MANIFEST, LOCK) or name.startswith(".tmp-") or (name.startswith("shard-") and name.endswith(".npz"))
+    return (name in (MANIFEST, LOCK) or name.startswith((".tmp-", ENTRY_PREFIX))
+            or (name.startswith("shard-") and name.endswith(".npz")))
 
 
 def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
@@ -175,15 +184,22 @@ def _resume_state(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> d
     names = {p.name for p in out_dir.iterdir()}
     if overwrite:
         for name in names:
-            if name == MANIFEST or (name.startswith("shard-") and name.endswith(".npz")):
+            if name == MANIFEST or name.startswith(ENTRY_PREFIX) or (name.startswith("shard-") and name.endswith(".npz")):
                 (out_dir / name).unlink()
         return {}
-    if MANIFEST not in names:
-        return {}  # killed before the first manifest: any shard file here is regenerated
-    old = load_manifest(out_dir)
-    _check_same_settings(old, settings, out_dir)
+    # killed before the first manifest: only shards with a DDP rank's entry file are kept, any other is regenerated
+    listed = []
+    if MANIFEST in names:
+        old = load_manifest(out_dir)
+        _check_same_settings(old, settings, out_dir)
+        listed = list(old.get("shards", []))
     done: dict[int, dict[str, Any]] = {}
-    for entry in old.get("shards", []):
+    entries = read_entries(out_dir)
+    for old_settings, _ in entries:
+        _check_same_settings(old_settings, settings, out_dir)
+    for entry in listed + [entry for _, entry in entries]:
+        if int(entry["index"]) in done:
+            continue
         path = out_dir / entry["file"]
         if path.is_file() and sha256_file(path) == entry["sha256"]:
             done[int(entry["index"])] = entry
@@ -205,7 +221,10 @@ def _shard_z(seed: int, index: int, count: int, z_dim: int, distribution: ZDistr
     return distribution.sample(rng(seed, index), count, z_dim)
 
 
-def _quantize_into(images: np.ndarray, a: int, b: int, batch: np.ndarray) -> None:
+def _quantize_into(images: np.ndarray, a: int, b: int, batch: np.ndarray, teacher: Any) -> None:
+    # generate() refused pixels outside the declared range; a flat batch (constant teacher, or a
+    # declared range far wider than the output) is refused here, off the teacher's thread
+    check_not_flat(batch, getattr(teacher, "output_range", (-1.0, 1.0)), getattr(teacher, "spec", ""))
     images[a:b] = nchw_to_nhwc(float_to_uint8(batch))
 
 
@@ -219,7 +238,7 @@ def _sample_shard(teacher: Any, z: np.ndarray, labels: np.ndarray, images: np.nd
             b = min(a + batch_size, len(z))
             # Copied because the teacher may hand back a buffer it reuses on its next call.
             batch = np.array(teacher.generate(z[a:b], labels[a:b]), dtype=np.float32, copy=True)
-            inflight.append(quantizer.submit(_quantize_into, images, a, b, batch))
+            inflight.append(quantizer.submit(_quantize_into, images, a, b, batch, teacher))
             while len(inflight) > 2:
                 inflight.popleft().result()
             bar.update(b - a)
@@ -230,32 +249,10 @@ def _sample_shard(teacher: Any, z: np.ndarray, labels: np.ndarray, images: np.nd
             future.cancel()
 
 
-def write_store(
-    teacher: Any,
-    out_dir: str | os.PathLike,
-    per_class: int,
-    classes: Sequence[int | str] | None = None,
-    seed: int = 0,
-    shard_size: int = 10000,
-    batch_size: int = 256,
-    truncation: float | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-    overwrite: bool = False,
-    stats: dict[str, Any] | None = None,
-    truncation_kind: str = "truncated",
-) -> dict[str, Any]:
-    """Sample ``per_class`` images of each class from ``teacher`` into a store at ``out_dir``.
-
-    Resumes a killed run with the same arguments (finished shards are checksum-checked and kept);
-    refuses a folder holding a set made with other arguments unless ``overwrite``. Returns the
-    final manifest; ``stats``, when given, gets ``written`` / ``resumed`` sample counts.
-    ``truncation_kind`` is how ``truncation`` shapes z (``truncated``: |z| > t redrawn, the BigGAN
-    paper's; ``scaled-truncnorm``: t * truncnorm(-2, 2), TF-hub BigGAN's); the manifest's
-    ``z_distribution`` records it for the student. The teacher
-    runs in this thread, a second thread quantises its batches and a third saves the previous shard,
-    so at most two shards are in memory.
-    """
+def _prepare(teacher: Any, per_class: int, classes: Sequence[int | str] | None, seed: int, shard_size: int,
+             batch_size: int, truncation: float | None, device: str,
+             truncation_kind: str) -> tuple[dict[str, Any], list[int], ZDistribution]:
+    """Check the arguments, try the teacher, and return (manifest header, class list, z distribution)."""
     for value, flag in ((per_class, "--per-class"), (shard_size, "--shard-size"), (batch_size, "--batch-size")):
         if int(value) != value or value < 1:
             raise UserError(f"{flag} must be a positive integer, got {value}")
@@ -275,60 +272,110 @@ def write_store(
     settings = _settings(teacher, int(per_class), class_list, int(seed), int(shard_size), int(batch_size),
                          truncation, device, truncation_kind)
 
-    # Try the teacher on two samples before touching the folder, so a broken teacher (wrong shape or
-    # range) fails with its own message and an --overwrite does not delete a good set for nothing.
+    # Try the teacher on two samples before touching the folder, so a broken teacher (wrong shape,
+    # range, or a flat output) fails with its own message and an --overwrite does not delete a good set.
     probe = min(2, settings["total"])
-    teacher.generate(_shard_z(seed, 0, probe, teacher.z_dim, z_distribution), balanced_labels(0, probe, class_list))
+    check_not_flat(teacher.generate(_shard_z(seed, 0, probe, teacher.z_dim, z_distribution),
+                                    balanced_labels(0, probe, class_list)),
+                   getattr(teacher, "output_range", (-1.0, 1.0)), getattr(teacher, "spec", ""))
+    return settings, class_list, z_distribution
 
+
+def _sample_plan(teacher: Any, out_dir: Path, plan: list[tuple[int, int, int]], settings: dict[str, Any],
+                 class_list: list[int], z_distribution: ZDistribution, bar: Any,
+                 saved: Callable[[dict[str, Any]], None]) -> None:
+    """Sample and write the shards of ``plan``; ``saved(entry)`` runs (in the writer thread) after each
+    shard file is in place, to record it (the manifest, or a DDP rank's entry file)."""
+    seed, batch_size = int(settings["seed"]), int(settings["batch_size"])
+
+    def save(index: int, start: int, z: np.ndarray, labels: np.ndarray, images: np.ndarray) -> None:
+        # Runs in the writer thread; the only code that touches the folder.
+        path = out_dir / shard_name(index)
+        try:
+            with atomic_path(path) as tmp:
+                write_npz(tmp, {"z": z, "labels": labels, "images": images})
+                digest, size = sha256_file(tmp), tmp.stat().st_size
+            saved({"file": path.name, "index": index, "start": start, "count": int(len(labels)),
+                   "sha256": digest, "bytes": size, "counts_per_class": class_counts(labels, class_list)})
+        except OSError as err:
+            raise UserError(f"cannot write {path}: {err.strerror or err} (free disk space or choose another --out)") from None
+
+    height = width = teacher.resolution
+    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+    quantizer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-quantize")
+    pending: concurrent.futures.Future | None = None
+    try:
+        for index, start, count in plan:
+            z = _shard_z(seed, index, count, teacher.z_dim, z_distribution)
+            labels = balanced_labels(start, start + count, class_list)
+            images = np.empty((count, height, width, teacher.channels), dtype=np.uint8)
+            _sample_shard(teacher, z, labels, images, batch_size, quantizer, bar)
+            if pending is not None:
+                pending.result()  # raise a writer error here; also keeps <= 2 shards in memory
+            pending = writer.submit(save, index, start, z, labels, images)
+        if pending is not None:
+            pending.result()
+    finally:
+        # On an error or Ctrl-C, let the writer finish the shard it holds (it is complete).
+        quantizer.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)
+
+
+def write_store(
+    teacher: Any,
+    out_dir: str | os.PathLike,
+    per_class: int,
+    classes: Sequence[int | str] | None = None,
+    seed: int = 0,
+    shard_size: int = 10000,
+    batch_size: int = 256,
+    truncation: float | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+    stats: dict[str, Any] | None = None,
+    truncation_kind: str = "truncated",
+    dist: Any = None,
+) -> dict[str, Any]:
+    """Sample ``per_class`` images of each class from ``teacher`` into a store at ``out_dir``.
+
+    Resumes a killed run with the same arguments (finished shards are checksum-checked and kept);
+    refuses a folder holding a set made with other arguments unless ``overwrite``. Returns the
+    final manifest; ``stats``, when given, gets ``written`` / ``resumed`` sample counts.
+    ``truncation_kind`` is how ``truncation`` shapes z (``truncated``: |z| > t redrawn, the BigGAN
+    paper's; ``scaled-truncnorm``: t * truncnorm(-2, 2), TF-hub BigGAN's); the manifest's
+    ``z_distribution`` records it for the student. The teacher
+    runs in this thread, a second thread quantises its batches and a third saves the previous shard,
+    so at most two shards are in memory. With a distributed ``dist`` (a DistContext of several ranks)
+    the shards are split over the ranks (``store_distributed.py``); the bytes are the same.
+    """
+    settings, class_list, z_distribution = _prepare(teacher, per_class, classes, seed, shard_size, batch_size,
+                                                    truncation, device, truncation_kind)
     out_dir = Path(out_dir)
+    if dist is not None and dist.distributed:
+        from distilgan.data.store_distributed import write_store_ranks
+
+        return write_store_ranks(teacher, out_dir, settings, class_list, z_distribution, dist, progress, overwrite, stats)
     _prepare_folder(out_dir, overwrite)
     with _exclusive(out_dir):
         done = _resume_state(out_dir, settings, overwrite)
         plan = [shard for shard in plan_shards(int(per_class), class_list, int(shard_size)) if shard[0] not in done]
         if stats is not None:
             stats.update(resumed=sum(entry["count"] for entry in done.values()), written=sum(s[2] for s in plan))
-        if not plan:
-            manifest = _manifest(settings, done)
-            _write_manifest(out_dir, manifest)
-            return manifest
 
-        def save(index: int, start: int, z: np.ndarray, labels: np.ndarray, images: np.ndarray) -> None:
-            # Runs in the writer thread; the only code that touches the folder and `done`.
-            path = out_dir / shard_name(index)
-            try:
-                with atomic_path(path) as tmp:
-                    write_npz(tmp, {"z": z, "labels": labels, "images": images})
-                    digest, size = sha256_file(tmp), tmp.stat().st_size
-                done[index] = {"file": path.name, "index": index, "start": start, "count": int(len(labels)),
-                               "sha256": digest, "bytes": size, "counts_per_class": class_counts(labels, class_list)}
-                _write_manifest(out_dir, _manifest(settings, done))
-            except OSError as err:
-                raise UserError(f"cannot write {path}: {err.strerror or err} (free disk space or choose another --out)") from None
+        def saved(entry: dict[str, Any]) -> None:
+            done[entry["index"]] = entry
+            _write_manifest(out_dir, _manifest(settings, done))
 
-        from tqdm.auto import tqdm
+        if plan:
+            from distilgan.utils.progress import progress_bar
 
-        total = settings["total"]
-        already = sum(entry["count"] for entry in done.values())
-        height = width = teacher.resolution
-        bar = tqdm(total=total, initial=already, unit="img", unit_scale=total >= 10000, disable=not progress,
-                   desc=f"sampling {out_dir.name}", dynamic_ncols=True)
-        writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        quantizer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-quantize")
-        with bar:
-            pending: concurrent.futures.Future | None = None
-            try:
-                for index, start, count in plan:
-                    z = _shard_z(seed, index, count, teacher.z_dim, z_distribution)
-                    labels = balanced_labels(start, start + count, class_list)
-                    images = np.empty((count, height, width, teacher.channels), dtype=np.uint8)
-                    _sample_shard(teacher, z, labels, images, batch_size, quantizer, bar)
-                    if pending is not None:
-                        pending.result()  # raise a writer error here; also keeps <= 2 shards in memory
-                    pending = writer.submit(save, index, start, z, labels, images)
-                if pending is not None:
-                    pending.result()
-            finally:
-                # On an error or Ctrl-C, let the writer finish the shard it holds (it is complete).
-                quantizer.shutdown(wait=True, cancel_futures=True)
-                writer.shutdown(wait=True)
+            total = settings["total"]
+            already = sum(entry["count"] for entry in done.values())
+            with progress_bar(total=total, initial=already, unit="img", unit_scale=total >= 10000, disable=not progress,
+                              desc=f"sampling {out_dir.name}", dynamic_ncols=True) as bar:
+                _sample_plan(teacher, out_dir, plan, settings, class_list, z_distribution, bar, saved)
+        else:
+            _write_manifest(out_dir, _manifest(settings, done))
+        clear_entries(out_dir)  # a DDP run's per-shard entries are in the manifest now
     return _manifest(settings, done)

@@ -29,6 +29,35 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.npz"
 
 
+# A DDP rank records each finished shard in ``.entry-NNNNN.json`` ({"settings", "entry"}) beside it, since
+# rank 0 writes the manifest once, at the end; a resumed run (any number of ranks) keeps those shards.
+ENTRY_PREFIX = ".entry-"
+
+
+def write_entry(out_dir: Path, settings: dict[str, Any], entry: dict[str, Any]) -> None:
+    from distilgan.utils.atomic import atomic_path
+
+    with atomic_path(Path(out_dir) / f"{ENTRY_PREFIX}{int(entry['index']):05d}.json") as tmp:
+        tmp.write_text(json.dumps({"settings": settings, "entry": entry}, sort_keys=True), encoding="utf-8")
+
+
+def read_entries(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(settings, shard entry) of every entry file DDP ranks left in ``out_dir``."""
+    found = []
+    for path in sorted(Path(out_dir).glob(f"{ENTRY_PREFIX}*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            found.append((dict(record["settings"]), dict(record["entry"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # written atomically, so only a foreign file gets here: its shard is regenerated
+    return found
+
+
+def clear_entries(out_dir: Path) -> None:
+    for path in Path(out_dir).glob(f"{ENTRY_PREFIX}*.json"):
+        path.unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------- npz shards
 
 

@@ -1,4 +1,10 @@
-"""Reading a distillation set: verification of every shard, and array access for training."""
+"""Reading a distillation set: verification of every shard, and array access for training.
+
+Every reader (training, in-loop metric references, demo) goes through
+:meth:`DistillationStore.read_shard`, which checks a shard's sha256 against the manifest the first
+time this process reads it, so a shard changed after ``sample`` fails with one line instead of
+being trained on. ``--no-verify-shards`` (distill) or ``DISTILGAN_VERIFY_SHARDS=0`` skip the check.
+"""
 
 from __future__ import annotations
 
@@ -77,9 +83,9 @@ def verify_store(out_dir: str | os.PathLike, progress: bool = False) -> list[str
     if len(entries) < len(plan):
         problems.append(f"set is incomplete: {len(entries)} of {len(plan)} shards written "
                         "(rerun the same distilgan sample command to finish it)")
-    from tqdm.auto import tqdm
+    from distilgan.utils.progress import progress_bar
 
-    for index, start, count in tqdm(plan, desc="verifying", unit="shard", disable=not progress):
+    for index, start, count in progress_bar(plan, desc="verifying", unit="shard", disable=not progress):
         entry = entries.get(index)
         if entry is None:
             if (out_dir / shard_name(index)).exists():
@@ -98,6 +104,54 @@ def verify_store(out_dir: str | os.PathLike, progress: bool = False) -> list[str
     if not extra and len(entries) == len(plan) and written != manifest.get("total"):
         problems.append(f"shards hold {written} samples, manifest total is {manifest.get('total')}")
     return problems
+
+
+# ----------------------------------------------------------------------------- shard checks
+
+VERIFY_ENV = "DISTILGAN_VERIFY_SHARDS"  # "0" turns the read-time check off for every command
+_CHECKS = {"enabled": True}  # the process default; commands with --no-verify-shards switch it off
+# (resolved path, size, mtime_ns, manifest sha256) of shards this process has hashed and found good:
+# a shard is hashed once per process however often it is read (epochs, metric references)
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def set_shard_checks(enabled: bool) -> None:
+    """Process default for stores opened without an explicit ``verify`` (``--no-verify-shards``)."""
+    _CHECKS["enabled"] = bool(enabled)
+
+
+def shard_checks_enabled() -> bool:
+    """Whether a store opened now checks its shards: the process default, unless the env var says 0."""
+    if os.environ.get(VERIFY_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return _CHECKS["enabled"]
+
+
+def check_shard(root: Path, entry: dict[str, Any]) -> None:
+    """Raise a one-line UserError when shard ``entry``'s file does not hash to the manifest's sha256.
+
+    Streams the file through hashlib (4 MiB chunks), so the read that follows comes from the page cache.
+    """
+    path = root / str(entry["file"])
+    expected = entry.get("sha256")
+    if not isinstance(expected, str):
+        return  # nothing recorded to check against (verify reports such a manifest)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"shard missing: {path} (run distilgan verify {root}; rerunning the distilgan sample "
+                        "command that made the set regenerates it)") from None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
+    if key in _VERIFIED:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise UserError(
+            f"shard {entry['file']} of {root} fails its checksum (manifest sha256 {expected[:12]}..., file "
+            f"{actual[:12]}...): corrupt or changed since sampling; run distilgan verify {root}, then rerun the "
+            "distilgan sample command that made the set to regenerate it (good shards are kept)"
+        )
+    _VERIFIED.add(key)
 
 
 # ----------------------------------------------------------------------------- reader
@@ -125,8 +179,10 @@ def _z_distribution(root: Path, manifest: dict[str, Any]) -> ZDistribution:
 class DistillationStore:
     """Read access to a finished set: metadata from the manifest, arrays shard by shard."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], verify: bool | None = None) -> None:
         self.root, self.manifest = root, manifest
+        # fixed at open time so it travels with the store into DataLoader worker processes
+        self.verify = shard_checks_enabled() if verify is None else bool(verify)
         self.shards: list[dict[str, Any]] = sorted(manifest["shards"], key=lambda e: int(e["index"]))
         self.num_shards = len(self.shards)
         self.num_samples = sum(int(e["count"]) for e in self.shards)
@@ -137,14 +193,16 @@ class DistillationStore:
         self.z_distribution = _z_distribution(root, manifest)  # what a student of this set is trained on
 
     @classmethod
-    def open(cls, out_dir: str | os.PathLike, allow_incomplete: bool = False) -> "DistillationStore":
+    def open(cls, out_dir: str | os.PathLike, allow_incomplete: bool = False,
+             verify: bool | None = None) -> "DistillationStore":
+        """``verify``: check each shard's sha256 when first read (None: the process default, on)."""
         root = Path(out_dir)
         if not root.is_dir():
             raise UserError(f"distillation set not found: {out_dir} (make one with distilgan sample)")
         manifest = load_manifest(root)
         if not manifest.get("complete") and not allow_incomplete:
             raise UserError(f"distillation set {out_dir} is incomplete (rerun the distilgan sample command that made it)")
-        return cls(root, manifest)
+        return cls(root, manifest, verify=verify)
 
     def shard_counts(self) -> list[int]:
         return [int(e["count"]) for e in self.shards]
@@ -153,6 +211,8 @@ class DistillationStore:
         """(z float32 (n, z_dim), labels int64 (n,), images uint8 (n, H, W, C)) of shard ``i``."""
         entry = self.shards[i]
         path = self.root / entry["file"]
+        if self.verify:
+            check_shard(self.root, entry)
         try:
             arrays = read_npz(path)
         except FileNotFoundError:

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from distilgan.data.store import DistillationStore
+from distilgan.errors import UserError
 from distilgan.utils.images import uint8_to_float, nhwc_to_nchw
 from distilgan.utils.noise import rng
 
@@ -44,6 +45,22 @@ except ImportError:  # pragma: no cover - torch is installed with distilgan
 # Samples converted to float tensors at a time: big enough to amortise numpy calls, small enough
 # to keep the float copy (4x the uint8 size) small.
 CONVERT_BLOCK = 256
+
+
+# How a UserError raised in a DataLoader worker ends its traceback text (torch re-raises it in the
+# main process as UserError("Caught UserError in DataLoader worker process N.\nOriginal Traceback ..."))
+_WORKER_MARK = "in DataLoader worker"
+_USER_ERROR_LINE = f"{UserError.__module__}.{UserError.__qualname__}: "
+
+
+def unwrap_worker_error(err: UserError) -> UserError:
+    """The one-line UserError a DataLoader worker raised, out of torch's re-raised copy; ``err``
+    itself when it did not come from a worker."""
+    text = str(err)
+    if _WORKER_MARK not in text.split("\n", 1)[0]:
+        return err
+    lines = [line[len(_USER_ERROR_LINE):] for line in text.splitlines() if line.startswith(_USER_ERROR_LINE)]
+    return UserError(lines[-1].strip()) if lines else err
 
 
 def _slice(start: int, stop: int, part: int, parts: int) -> tuple[int, int]:
@@ -67,10 +84,12 @@ class StoreStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         shuffle_buffer: int = 10_000,
+        verify: bool | None = None,
     ) -> None:
+        """``verify``: check each shard's sha256 when first read (None: the process default, on)."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
-        self.store = DistillationStore.open(root)
+        self.store = DistillationStore.open(root, verify=verify)
         self.root = str(root)
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, int(seed), int(rank), int(world_size)
         self.shuffle_buffer = max(1, int(shuffle_buffer))

@@ -33,6 +33,7 @@ import numpy as np
 
 from distilgan.errors import UserError
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+from distilgan.utils.energy import CostMeter
 from distilgan.utils.latent import model_classes, model_z_distribution
 from distilgan.utils.noise import balanced_labels, rng, sample_z
 
@@ -53,14 +54,17 @@ def time_fn(fn: Callable[[], Any], warmup: int = 3, repeats: int = 20, min_secon
         fn()
         calls += 1
     times: list[float] = []
+    meter = CostMeter()  # what the timed calls cost the machine: CPU time (all threads), RAPL joules
     began = time.perf_counter()
     while len(times) < repeats or (time.perf_counter() - began < min_seconds and len(times) < 100_000):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
+    cost = meter.per_item(len(times))
     q1, median, q3 = np.percentile(times, [25, 50, 75])
     return {"median_ms": float(median), "iqr_ms": float(q3 - q1), "q1_ms": float(q1), "q3_ms": float(q3),
-            "repeats": len(times), "warmup_calls": calls}
+            "repeats": len(times), "warmup_calls": calls, "cpu_s_per_call": cost["cpu_s_per_item"],
+            "joules_per_call": cost["joules_per_item"]}
 
 
 def _peak_conv_model() -> Any:
@@ -162,6 +166,9 @@ def time_variant(run_for: Callable[[int], Callable], z_dim: int, num_classes: in
         run = run_for(batch)
         timing = time_fn(lambda: run(z, labels), warmup=5, repeats=repeats, min_seconds=min_seconds)
         timing["images_per_s"] = batch / timing["median_ms"] * 1e3
+        timing["cpu_s_per_image"] = timing["cpu_s_per_call"] / batch
+        joules = timing["joules_per_call"]
+        timing["joules_per_image"] = joules / batch if isinstance(joules, float) else joules
         timings[str(batch)] = timing
     return timings
 
@@ -182,10 +189,14 @@ def fid_features(images: np.ndarray, network: Any) -> np.ndarray:
     return extract(network, images, batch_size=64, progress=True, desc="FID features")[0]
 
 
+def _joules(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "not readable"
+
+
 def markdown_table(rows: list[dict[str, Any]], batches: list[int]) -> str:
     small, large = str(min(batches)), str(max(batches))
     head = (f"| variant | latency b{small} ms (IQR) | throughput b{large} img/s | speed-up vs torch fp32 | "
-            "size MB | params | MMACs/img | % of peak | PSNR dB | FID vs fp32 |")
+            f"CPU-ms/img b{large} | J/img b{large} | size MB | params | MMACs/img | % of peak | PSNR dB | FID vs fp32 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
         lat, thr = row["timing"].get(small), row["timing"].get(large)
@@ -193,11 +204,29 @@ def markdown_table(rows: list[dict[str, Any]], batches: list[int]) -> str:
         speedup, peak = row.get("speedup_vs_torch_fp32"), row.get("fraction_of_peak")
         lines.append(
             f"| {row['name']} | {lat['median_ms']:.3f} ({lat['iqr_ms']:.3f}) | {thr['images_per_s']:.0f} | "
-            f"{'-' if speedup is None else f'{speedup:.2f}x'} | {row['size_bytes'] / 1e6:.2f} | {row['params']:,} | "
+            f"{'-' if speedup is None else f'{speedup:.2f}x'} | {thr['cpu_s_per_image'] * 1e3:.3f} | "
+            f"{_joules(thr['joules_per_image'])} | {row['size_bytes'] / 1e6:.2f} | {row['params']:,} | "
             f"{row['macs_per_image'] / 1e6:.1f} | {'-' if peak is None else f'{peak:.1%}'} | "
             f"{row['quality']['psnr_db']:.1f} | {'-' if fid is None else f'{fid:.3f}'} |"
         )
     return "\n".join(lines)
+
+
+def extra_name(path: Path, info: dict[str, Any]) -> str:
+    """The table name of an ``--extra`` export folder."""
+    return f"{info.get('source', {}).get('derived_by', path.name)} {info['format']} {info['precision']}"
+
+
+def planned_names(backends: list[str], precisions: list[str], plan: list[tuple[str, str, bool, bool]], ablation: bool,
+                  extras: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """The variant names of the table, in its order, known before anything is exported."""
+    names = ["torch fp32 (eager)"] if "torch" in backends and "fp32" in precisions else []
+    for backend, precision, first, last in plan:
+        suffix = ("-keep-first" if first else "") + ("-keep-last" if last else "")
+        names.append(f"{backend} {precision}{suffix}")
+        if ablation and backend == "openvino" and not suffix and precision in ("fp32", "int8"):
+            names.append(f"openvino {precision} bf16-compute")
+    return names + [extra_name(path, info) for path, info in extras]
 
 
 def run_bench(
@@ -239,11 +268,25 @@ def run_bench(
     scratch = tempfile.TemporaryDirectory(prefix="distilgan-bench-") if workdir is None else None
     root = Path(workdir or scratch.name)  # type: ignore[union-attr]
     variants: list[tuple[str, Callable, Path | None, dict[str, Any]]] = []
-    if "torch" in backends and "fp32" in precisions:
-        variants.append(("torch fp32 (eager)", torch_runner(model, threads), None, facts))
     plan = [(b, p, False, False) for b in backends if b != "torch" for p in precisions]
     if ablation and "openvino" in backends:
         plan += [("openvino", "int8", True, False), ("openvino", "int8", False, True), ("openvino", "int8", True, True)]
+    extras = [read_export_info(path_text) for path_text in extra or []]
+    # Check --fid-variants against the names the table will have before any export (minutes of work).
+    names = planned_names(backends, precisions, plan, ablation, extras)
+    unknown = sorted(set(fid_for or []) - set(names))
+    if unknown:  # a typo would silently give no FID after an hour of work
+        raise UserError(f"--fid-variants names no variant: {', '.join(unknown)} (variants: {'; '.join(names)})")
+    network = None
+    if fid_samples > 0:
+        from distilgan.metrics.cost import announce_bench_fid
+        from distilgan.metrics.network import load_network
+
+        network = load_network()
+        with_fid = [n for n in names if (not fid_for or n in fid_for) and not n.startswith("torch fp32")]
+        announce_bench_fid(fid_samples, 1 + len(with_fid), network)  # + 1: the FP32 reference's features
+    if "torch" in backends and "fp32" in precisions:
+        variants.append(("torch fp32 (eager)", torch_runner(model, threads), None, facts))
     for backend, precision, first, last in plan:
         fmt = "openvino" if backend == "openvino" else "onnx"
         suffix = ("-keep-first" if first else "") + ("-keep-last" if last else "")
@@ -253,14 +296,9 @@ def run_bench(
         variants.append((f"{backend} {precision}{suffix}", export_runner(path, threads), path, facts))
         if ablation and backend == "openvino" and not suffix and precision in ("fp32", "int8"):
             variants.append((f"openvino {precision} bf16-compute", export_runner(path, threads, "bf16"), path, facts))
-    for path_text in extra or []:
-        path, info = read_export_info(path_text)
-        name = f"{info.get('source', {}).get('derived_by', path.name)} {info['format']} {info['precision']}"
-        variants.append((name, export_runner(path, threads), path, info))
-
-    unknown = sorted(set(fid_for or []) - {name for name, *_ in variants})
-    if unknown:  # a typo would silently give no FID after an hour of work
-        raise UserError(f"--fid-variants names no variant: {', '.join(unknown)} (variants: {'; '.join(n for n, *_ in variants)})")
+    for path, info in extras:
+        variants.append((extra_name(path, info), export_runner(path, threads), path, info))
+    assert [name for name, *_ in variants] == names, "planned_names() must follow the export loop's order"
 
     # Every variant is timed first, back to back, so that the long quality work (10,000 samples per
     # variant, Inception features) neither warms nor loads the machine between timings.
@@ -279,11 +317,8 @@ def run_bench(
     z = model_z_distribution(model).sample(rng(QUALITY_SEED), n_quality, model.z_dim)
     labels = balanced_labels(0, n_quality, model_classes(model))
     reference = generate_all(torch_runner(model, threads), z, labels)
-    network = ref_features = None
-    if fid_samples > 0:
-        from distilgan.metrics.network import load_network
-
-        network = load_network()
+    ref_features = None
+    if network is not None:
         ref_features = fid_features(reference[:fid_samples], network)
         result["fid_protocol"] = {"network": network.describe(), "samples": fid_samples, "seed": QUALITY_SEED,
                                   "labels": "balanced", "z_distribution": model_z_distribution(model).to_dict(),

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from distilgan.utils.latent import model_classes, model_z_distribution
 from distilgan.utils.noise import balanced_labels, rng
+from distilgan.utils.progress import progress_bar
 
 FINETUNE_STREAM = 7002
 BN_STREAM = 7003
@@ -116,8 +117,6 @@ def distil(
     keys, applied as given (e.g. precision, ema_buffers, log_every, ckpt_every_steps, metric_ref,
     lr_decay_start=None for a constant LR).
     """
-    from tqdm import tqdm
-
     from distilgan.errors import UserError
     from distilgan.train.config import check_resume_compatible, resolve_config, save_config
     from distilgan.train.distributed import DistContext
@@ -190,7 +189,7 @@ def distil(
     history: list[float] = []
     if run_path is None:  # the same steps, no files: a throw-away fine-tuning (tests, quick checks)
         pending = []
-        for step in tqdm(range(trainer.total_steps), desc=desc, unit="step", disable=not progress, leave=False):
+        for step in progress_bar(range(trainer.total_steps), desc=desc, unit="step", disable=not progress, leave=False):
             pending.append(trainer.train_step(source.batch(step))["g/total"].detach())
         history = [float(v) for v in pending]
     else:

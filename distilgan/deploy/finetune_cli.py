@@ -9,13 +9,14 @@ from typing import Any
 
 from distilgan.errors import UserError
 from distilgan.train.run_options import add_shared_options, shared_cli_values
+from distilgan.utils import argtypes
 
 
 def add_finetune_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("fine-tuning (the training loop)")
     group.add_argument("--run", help="the distill run folder that made the student: the trained discriminator in "
                        "RUN/state/state.pt adds its feature L1 to the pixel L1 (default: no discriminator)")
-    group.add_argument("--feature-weight", type=float, default=None,
+    group.add_argument("--feature-weight", type=argtypes.nonneg_float, default=None,
                        help="weight of the feature L1: the --run discriminator's (default 1) or, without --run, a "
                             "fixed random conv net's (default 0: pixel L1 only)")
     group.add_argument("--finetune-out", help="fine-tuning run folder: config.yaml, log.jsonl, tb/, grids/, "
@@ -24,10 +25,11 @@ def add_finetune_options(parser: argparse.ArgumentParser) -> None:
                        "state stops (a larger --steps extends it)")
     group.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
                        help="ship the EMA copy of the fine-tuned weights (default off)")
-    group.add_argument("--log-every", dest="log_every", type=int, default=None, help="log every this many steps (default 10)")
-    group.add_argument("--ckpt-every-steps", dest="ckpt_every_steps", type=int, default=None,
+    group.add_argument("--log-every", dest="log_every", type=argtypes.positive_int, default=None, help="log every this many steps (default 10)")
+    group.add_argument("--ckpt-every-steps", dest="ckpt_every_steps", type=argtypes.positive_int, default=None,
                        help="save checkpoint + state every this many steps (default: every 1000 and at the end)")
     add_shared_options(group)  # type: ignore[arg-type]  # an argument group takes add_argument alike
+    argtypes.retype(parser, argtypes.SHARED_OPTION_TYPES)
 
 
 def finetune_arguments(args: argparse.Namespace, model: Any, command: str) -> dict[str, Any]:

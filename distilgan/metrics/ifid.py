@@ -18,12 +18,12 @@ def intra_class_fid(
     gen_features: np.ndarray, gen_labels: np.ndarray, ref_features: np.ndarray, ref_labels: np.ndarray,
     progress: bool = False,
 ) -> dict[str, Any]:
-    from tqdm import tqdm
+    from distilgan.utils.progress import progress_bar
 
     gen_labels, ref_labels = np.asarray(gen_labels), np.asarray(ref_labels)
     classes = [int(c) for c in np.unique(gen_labels)]
     per_class: dict[str, float] = {}
-    for c in tqdm(classes, desc="intra-class FID", disable=not progress, leave=False):
+    for c in progress_bar(classes, desc="intra-class FID", disable=not progress, leave=False):
         g, r = gen_features[gen_labels == c], ref_features[ref_labels == c]
         if len(g) < 2 or len(r) < 2:
             raise UserError(f"class {c} has {len(g)} generated and {len(r)} reference samples; intra-class FID needs >= 2 of each")

@@ -62,6 +62,21 @@ def compute_is(gen: Any, ref: Any = None, **_: Any) -> dict[str, Any]:
 
 def compute_cs(gen: Any, ref: Any = None, **_: Any) -> dict[str, Any]:
     if gen.class_probs is None:
-        return {"cs": None, "cs_note": "no classifier given (no CIFAR-10 classifier ships yet)"}
+        return {"cs": None, "cs_note": "no classifier softmax given (gen.class_probs is None)"}
     mean, std = score_from_probs(gen.class_probs)
     return {"cs": mean, "cs_std": std, "cs_splits": SPLITS, "cs_classifier": gen.classifier_name}
+
+
+def refuse_unavailable(metrics: list[str], network: Any = None, network_given: bool = False) -> None:
+    """Refuse 'is' / 'cs' before any work when they cannot be computed (a one-line UserError).
+
+    Called once before the network loads (``network`` None: only the default network is known to
+    lack logits) and once after (``network`` given: its kind decides)."""
+    if "cs" in metrics:
+        raise UserError("metric 'cs' (classifier score) needs a classifier's softmax, and eval has no classifier "
+                        "option, so it cannot be computed here (use 'is' with an Inception network that has logits, "
+                        "or fid, kid, pr, ifid)")
+    lacks_logits = (not network.has_logits) if network is not None else not network_given
+    if "is" in metrics and lacks_logits:
+        raise UserError("metric 'is' needs an Inception network with logits; the default fid-helper network has "
+                        "pool features only: give NVIDIA's inception-2015-12-05.pt to --network, or drop 'is'")

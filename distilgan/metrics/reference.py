@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def save_reference(ref: Reference, path: str | os.PathLike) -> Path:
 
 def is_reference_file(path: str | os.PathLike) -> bool:
     path = Path(path)
-    if not (path.is_file() and path.suffix == ".npz"):
+    if not (path.is_file() and path.suffix == ".npz" and zipfile.is_zipfile(path)):
         return False
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -107,6 +108,10 @@ def load_reference(path: str | os.PathLike) -> Reference:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"reference statistics not found: {path} (make them with `distilgan stats DATASET --out {path.name}`)")
+    if not zipfile.is_zipfile(path):
+        from distilgan.utils.npz import npz_problem
+
+        raise UserError(f"not reference statistics: {npz_problem(path)}")
     try:
         with np.load(path, allow_pickle=False) as data:
             if "mu" not in data.files or "sigma" not in data.files:
@@ -119,8 +124,10 @@ def load_reference(path: str | os.PathLike) -> Reference:
                 labels=data["labels"] if "labels" in data.files else None,
                 meta=meta,
             )
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"cannot read reference statistics {path}: {err}") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        from distilgan.utils.npz import npz_problem
+
+        raise UserError(f"not reference statistics: {npz_problem(path, err)}") from None
 
 
 def cache_dir() -> Path:
@@ -137,16 +144,15 @@ CHUNK = 1000  # images per resumable piece of a long feature run
 
 def _features_resumable(network: Any, images: np.ndarray, batch_size: int, progress: bool, partial: Path | None) -> np.ndarray:
     """Features in chunks saved under ``partial`` so a killed multi-hour CPU run resumes where it stopped."""
-    from tqdm import tqdm
-
     from distilgan.metrics.network import extract
     from distilgan.utils.atomic import atomic_path
+    from distilgan.utils.progress import progress_bar
 
     if partial is None or len(images) <= CHUNK:
         return extract(network, images, batch_size=batch_size, progress=progress, desc="reference features")[0]
     partial.mkdir(parents=True, exist_ok=True)
     chunks = []
-    with tqdm(total=len(images), desc="reference features", unit="img", disable=not progress) as bar:
+    with progress_bar(total=len(images), desc="reference features", unit="img", disable=not progress) as bar:
         for start in range(0, len(images), CHUNK):
             file = partial / f"chunk-{start:08d}-{min(start + CHUNK, len(images)):08d}.npy"
             if file.is_file():

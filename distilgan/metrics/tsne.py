@@ -65,7 +65,7 @@ def tsne(
 
 def _tsne(features: np.ndarray, perplexity: float, iterations: int, seed: int, progress: bool) -> np.ndarray:
     import torch
-    from tqdm import tqdm
+    from distilgan.utils.progress import progress_bar
 
     n = len(features)
     x = torch.from_numpy(pca(features)).double()
@@ -76,7 +76,7 @@ def _tsne(features: np.ndarray, perplexity: float, iterations: int, seed: int, p
     gains = torch.ones_like(y)
     exaggeration_steps = min(250, iterations // 3)
     learning_rate = max(n / 12.0, 50.0)
-    for step in tqdm(range(iterations), desc="t-SNE", disable=not progress, leave=False):
+    for step in progress_bar(range(iterations), desc="t-SNE", disable=not progress, leave=False):
         exaggeration = 12.0 if step < exaggeration_steps else 1.0
         momentum = 0.5 if step < exaggeration_steps else 0.8
         num = 1.0 / (1.0 + torch.cdist(y, y).pow_(2))

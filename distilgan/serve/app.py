@@ -41,6 +41,7 @@ from distilgan.serve.schemas import (
     GenerateRequest,
     GenerateResponse,
     HealthResponse,
+    MAX_SEED,
     ModelResponse,
     describe_validation_errors,
 )
@@ -48,6 +49,7 @@ from distilgan.utils.images import make_grid
 from distilgan.utils.labels import resolve_labels as resolve_labels_strict
 from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
 from distilgan.utils.noise import ZDistribution, balanced_labels, rng
+from distilgan.utils.seeds import parse_seeds, z_for_seeds
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024
@@ -121,11 +123,12 @@ class BodyLimit:
 class Generated:
     images: np.ndarray  # uint8 NHWC
     labels: np.ndarray  # int64
-    seed: int
+    seed: int | None  # None for a request with seeds
     nrow: int
     generation_ms: float
     queue_ms: float
     z_distribution: ZDistribution
+    seeds: list[int] | None = None  # every image's own seed
 
 
 def resolve_labels(labels: Sequence[int | str], class_names: Sequence[str],
@@ -150,8 +153,25 @@ class GenerationService:
         self.requests_served = 0
         self.started = time.monotonic()
 
+    def seeds(self, request: GenerateRequest) -> list[int] | None:
+        """The request's per-image seed list (from a list or "0-3,7"), checked; None without one."""
+        if request.seeds is None:
+            return None
+        given = [name for name in ("seed", "count", "total") if getattr(request, name) is not None]
+        if given:
+            raise ApiError(422, f"seeds gives one image per seed for every label; leave out {' and '.join(given)}")
+        try:
+            listed = request.seeds
+            seeds = listed if isinstance(listed, list) else parse_seeds(listed, limit=self.max_count, seed_max=MAX_SEED)
+        except UserError as err:
+            raise ApiError(422, f"seeds: {err}") from None
+        if not seeds:
+            raise ApiError(422, "seeds is empty (give at least one seed, or leave seeds out)")
+        return seeds
+
     def plan(self, request: GenerateRequest) -> tuple[np.ndarray, int]:
         """-> (label of every image, images per grid row), after checking the request's bounds."""
+        seeds = self.seeds(request)
         if request.count is not None and request.total is not None:
             raise ApiError(422, "give either count (images per label) or total (images in all), not both")
         if request.labels is not None and not request.labels:
@@ -163,7 +183,7 @@ class GenerationService:
             if request.labels is not None
             else np.asarray(self.classes, dtype=np.int64)
         )
-        per_label = request.count if request.total is None else None
+        per_label = len(seeds) if seeds is not None else request.count if request.total is None else None
         wanted = request.total if request.total is not None else len(classes) * (per_label or 1)
         if wanted > self.max_count:
             raise ApiError(
@@ -171,8 +191,8 @@ class GenerationService:
                 f"{wanted} images asked for; this server makes at most {self.max_count} per request "
                 "(ask for fewer, or start it with a larger --max-count)",
             )
-        if per_label is not None and per_label > 1:
-            return np.repeat(classes, per_label), per_label  # one grid row per label
+        if per_label is not None and (per_label > 1 or seeds is not None):
+            return np.repeat(classes, per_label), per_label  # one grid row per label (a column per seed)
         labels = balanced_labels(0, wanted, classes)
         return labels, max(1, math.ceil(math.sqrt(wanted)))
 
@@ -186,16 +206,22 @@ class GenerationService:
     def generate(self, request: GenerateRequest) -> Generated:
         labels, nrow = self.plan(request)
         distribution = self.distribution(request)
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        listed = self.seeds(request)
+        seeds = None if listed is None else [s for _ in range(len(labels) // len(listed)) for s in listed]
+        seed = None if seeds is not None else request.seed if request.seed is not None else secrets.randbelow(2**31)
         queued = time.perf_counter()
         with self.lock:
             start = time.perf_counter()
-            # The same z as StudentGenerator.generate(labels, seed, truncation): one draw for the request.
-            z = distribution.sample(rng(seed), len(labels), self.backend.z_dim)
-            images = self.backend.generate(z, labels)
+            # The same z as StudentGenerator.generate(labels, seed | seeds=, truncation): one draw for the
+            # request, or one draw per image from its own seed.
+            if seeds is None:
+                images = self.backend.generate(distribution.sample(rng(seed), len(labels), self.backend.z_dim), labels)
+            else:  # one pass per image, as StudentGenerator does: the same pixels as that image made alone
+                z = z_for_seeds(distribution, seeds, self.backend.z_dim)
+                images = np.concatenate([self.backend.generate(z[i : i + 1], labels[i : i + 1]) for i in range(len(z))])
             done = time.perf_counter()
             self.requests_served += 1
-        return Generated(images, labels, seed, nrow, (done - start) * 1000, (start - queued) * 1000, distribution)
+        return Generated(images, labels, seed, nrow, (done - start) * 1000, (start - queued) * 1000, distribution, seeds)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -260,7 +286,8 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
         summary="Generate images",
         description=(
             'Generate images for class labels. "format": "grid" answers one PNG (image/png) with headers '
-            "X-Seed, X-Generation-Ms, X-Queue-Ms, X-Image-Count, X-Labels, X-Grid-Nrow and X-Z-Distribution; "
+            "X-Seed (X-Seeds for a request with seeds), X-Generation-Ms, X-Queue-Ms, X-Image-Count, X-Labels, "
+            "X-Grid-Nrow and X-Z-Distribution; "
             '"format": "images" answers JSON with every image and the grid as base64 PNGs. The same '
             "labels, count/total, seed and truncation always give the same images."
         ),
@@ -282,16 +309,22 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
                 "X-Labels": ",".join(str(int(label)) for label in result.labels),
                 "X-Z-Distribution": result.z_distribution.describe(),
             }
+            if result.seeds is not None:  # no request seed then: each image's own instead
+                del headers["X-Seed"]
+                headers["X-Seeds"] = ",".join(str(s) for s in result.seeds)
             return Response(grid, media_type="image/png", headers=headers)
         names = backend.class_names
+        own = result.seeds or [None] * len(result.labels)
         images = [
-            {"label": int(label), "class_name": names[label], "png_base64": base64.b64encode(encode_png(image)).decode()}
-            for image, label in zip(result.images, result.labels)
+            {"label": int(label), "class_name": names[label], **({} if s is None else {"seed": s}),
+             "png_base64": base64.b64encode(encode_png(image)).decode()}
+            for image, label, s in zip(result.images, result.labels, own)
         ]
         height, width = result.images.shape[1:3]
         return JSONResponse(
             {
                 "seed": result.seed,
+                **({} if result.seeds is None else {"seeds": result.seeds}),
                 "truncation": body.truncation,
                 "z_distribution": result.z_distribution.to_dict(),
                 "count": len(images),

@@ -5,7 +5,7 @@ Every error the API returns is ``{"error": "<one line naming the problem and the
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -33,6 +33,10 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="noise seed; default: a random one, returned in the response"
     )
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | StrictStr | None = Field(
+        None, description='one image per seed for every label, each from its own seed: a list such as [0, 1, 7] or '
+                          'a string such as "0-3,7" (instead of seed, count and total; a grid row per label)',
+    )
     # A floor, because redrawing |z| above a tiny threshold would take almost forever.
     truncation: float | None = Field(
         None, ge=0.05, allow_inf_nan=False,
@@ -50,13 +54,15 @@ class GenerateRequest(BaseModel):
 class GeneratedImage(BaseModel):
     label: int
     class_name: str
+    seed: int | None = Field(None, description="this image's own seed (requests with seeds)")
     png_base64: str
 
 
 class GenerateResponse(BaseModel):
     """Answer of ``POST /generate`` with ``"format": "images"``."""
 
-    seed: int
+    seed: int | None = Field(description="the request's seed (null for a request with seeds)")
+    seeds: list[int] | None = Field(None, description="every image's own seed, for a request with seeds")
     truncation: float | None
     z_distribution: dict[str, Any] = Field(description="the distribution z was drawn from, e.g. {\"kind\": \"normal\"}")
     count: int = Field(description="number of images")
@@ -133,6 +139,10 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[int, str]:
             text = f"unknown field '{loc[-1]}' (allowed: {', '.join(FIELDS)})"
         elif kind == "missing" and where == "body":
             text = "request body is missing (send a JSON object, e.g. {\"labels\": [0], \"count\": 4})"
+        elif len(loc) > 1 and loc[1] == "seeds":  # one error per branch of list | str: keep the first
+            where, kind, item = "seeds", "", isinstance(loc[-1], int)  # item: one bad entry of a list
+            text = (f"seeds[{loc[-1]}]: {error.get('msg', 'invalid value')} (got {error.get('input')!r})" if item else
+                    f"seeds: must be a list of seeds 0..{MAX_SEED} or a string such as \"0-3,7\" (got {error.get('input')!r})")
         elif loc and loc[-1] in ("int", "str"):  # one error per branch of int | str
             kind = "union"
             text = f"{where}: must be a class index (integer) or a class name (string) (got {error.get('input')!r})"

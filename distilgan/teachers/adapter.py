@@ -134,15 +134,37 @@ def pick(found: Any, given: Any, name: str, spec: str) -> int | None:
     return found if found is not None else given
 
 
-def probe_shape(teacher: Teacher) -> tuple[int, int]:
-    """Run one sample through a teacher whose output size is unknown; returns (channels, resolution)."""
+def _reason(err: BaseException) -> str:
+    """The line of an exception that says what went wrong: TorchScript puts its own traceback
+    first and the actual error ("RuntimeError: mat1 and mat2 shapes ...") last."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    last = lines[-1]
+    for prefix in ("RuntimeError: ", "Error: "):
+        if last.startswith(prefix):
+            last = last[len(prefix):]
+    return f"{type(err).__name__}: {last[:200]}"
+
+
+def probe_shape(teacher: Teacher, spec: str = "the teacher", fix: str = "") -> tuple[int, ...]:
+    """Run one sample (z = 0, the last label, so a too-large num_classes fails here too) through a
+    teacher at load; returns its output shape (1, C, H, H). A failing call becomes one line naming
+    ``fix``, the options that decide what the teacher is called with."""
     z = np.zeros((1, teacher.z_dim), np.float32)
-    out = np.asarray(teacher._generate(z, np.zeros(1, np.int64)))
+    label = np.full(1, teacher.num_classes - 1, np.int64)
+    try:
+        out = np.asarray(teacher._generate(z, label))
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the teacher is the user's code: its failure is the user's to fix
+        raise UserError(f"{spec} failed on a probe sample (z of shape (1, {teacher.z_dim}), label "
+                        f"{teacher.num_classes - 1}): {_reason(err)}; {fix or 'check the teacher'}") from None
     if out.ndim != 4 or out.shape[0] != 1 or out.shape[2] != out.shape[3]:
         raise UserError(
-            f"probing the teacher gave output of shape {tuple(out.shape)}; expected square NCHW images (1, C, H, H)"
+            f"probing {spec} gave output of shape {tuple(out.shape)}; expected square NCHW images (1, C, H, H)"
         )
-    return int(out.shape[1]), int(out.shape[2])
+    return tuple(int(n) for n in out.shape)
 
 
 class CallableTeacher(Teacher):
@@ -215,13 +237,20 @@ def fill_metadata(teacher: Teacher, obj: Any, opts: dict[str, Any], spec: str) -
         raise UserError(f"{spec} has z_dim={teacher.z_dim}, num_classes={teacher.num_classes}; both must be >= 1")
     resolution = pick(first_attr(obj, ("resolution", "img_resolution")), opts.get("resolution"), "resolution", spec)
     channels = first_attr(obj, ("channels", "img_channels"))
-    if resolution is None or channels is None:
-        teacher.resolution, teacher.channels = 0, 0  # unknown until the probe
-        probed_channels, probed_resolution = probe_shape(teacher)
-        for name, said, seen in (("resolution", resolution, probed_resolution), ("channels", channels, probed_channels)):
-            if said is not None and int(said) != seen:
-                raise UserError(f"{spec} says {name}={said} but a probe sample has {name} {seen}; fix the teacher or the option")
-        resolution, channels = probed_resolution, probed_channels
+    # Always probe: a wrong z_dim / num_classes / label encoding fails here as one line, not as a
+    # TorchScript traceback in the middle of sampling; the probe also gives unknown sizes.
+    teacher.resolution, teacher.channels = 0, 0  # unknown until the probe
+    said = {"z_dim": teacher.z_dim, "num_classes": teacher.num_classes, "label_encoding": opts.get("label_encoding")}
+    fix = ("check " + ", ".join(f"{k}={v}" for k, v in said.items() if v is not None)
+           + " (set them with --teacher-option KEY=VALUE)")
+    shape = probe_shape(teacher, spec, fix)
+    probed_channels, probed_resolution = shape[1], shape[2]
+    for name, declared, seen in (("resolution", resolution, probed_resolution), ("channels", channels, probed_channels)):
+        if declared is not None and int(declared) != seen:
+            where = "--teacher-option resolution" if name == "resolution" else "its channels attribute"
+            raise UserError(f"{spec} says {name}={declared} but a probe sample has {name} {seen} (output shape "
+                            f"{shape}, NCHW); fix the teacher or {where}")
+    resolution, channels = probed_resolution, probed_channels
     teacher.resolution, teacher.channels = int(resolution), int(channels)  # type: ignore[arg-type]
     names = getattr(obj, "class_names", None)
     teacher.class_names = [str(n) for n in names] if names is not None else None

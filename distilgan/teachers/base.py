@@ -103,6 +103,39 @@ class Teacher(abc.ABC):
 
 # A small slack for resampling ringing and float error before we call an output out of range.
 RANGE_TOLERANCE = 0.05
+# A batch spanning less than this fraction of the declared range is flat: ~5 of the 256 uint8 levels
+# (a constant teacher, or e.g. --output-range 0 255 on a [-1, 1] teacher: an all-black set)
+FLAT_FRACTION = 0.02
+_USUAL_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
+
+
+def suggest_output_range(lo_seen: float, hi_seen: float) -> str:
+    """The narrowest usual range (0 1, -1 1, 0 255) holding what a teacher returned, as flag values."""
+    for low, high in _USUAL_RANGES:
+        slack = RANGE_TOLERANCE * (high - low)
+        if lo_seen >= low - slack and hi_seen <= high + slack:
+            return f"{low:g} {high:g}"
+    return f"{np.floor(lo_seen):g} {np.ceil(hi_seen):g}"
+
+
+def check_not_flat(images: np.ndarray, output_range: Sequence[float], spec: str = "") -> None:
+    """Refuse a batch of [-1, 1] images (``generate``'s output) that is constant or fills only a sliver
+    of the declared ``output_range``: either the teacher is broken or the range is wrong."""
+    if images.size == 0:
+        return
+    lo, hi = float(images.min()), float(images.max())  # [-1, 1] units
+    if hi - lo >= 2.0 * FLAT_FRACTION:
+        return
+    low, high = float(output_range[0]), float(output_range[1])
+    raw_lo, raw_hi = (low + (v + 1.0) * 0.5 * (high - low) for v in (lo, hi))  # the teacher's own units
+    if hi == lo:
+        raise UserError(f"teacher {spec} returned a constant batch (every pixel {raw_lo:.4g}): it is broken or ignores "
+                        "its inputs; check the teacher and its --teacher-option settings")
+    raise UserError(
+        f"teacher {spec} returned pixels only in [{raw_lo:.4g}, {raw_hi:.4g}], {100 * (hi - lo) / 2:.2g}% of the "
+        f"declared --output-range {low:g} {high:g}, so every image would be flat; give the teacher's real range "
+        f"(e.g. --output-range {suggest_output_range(raw_lo, raw_hi)})"
+    )
 
 
 def normalize_range(images: np.ndarray, output_range: Sequence[float], spec: str = "") -> np.ndarray:
@@ -115,9 +148,11 @@ def normalize_range(images: np.ndarray, output_range: Sequence[float], spec: str
     span = high - low
     lo_seen, hi_seen = float(images.min(initial=low)), float(images.max(initial=high))
     if lo_seen < low - RANGE_TOLERANCE * span or hi_seen > high + RANGE_TOLERANCE * span:
+        seen_lo, seen_hi = float(images.min()), float(images.max())
         raise UserError(
-            f"teacher {spec} returned pixels in [{lo_seen:.3g}, {hi_seen:.3g}], outside its declared range "
-            f"[{low:g}, {high:g}]; give the right --output-range (e.g. 0 1 or 0 255)"
+            f"teacher {spec} returned pixels in [{seen_lo:.4g}, {seen_hi:.4g}], outside its declared range "
+            f"[{low:g}, {high:g}]; give the right --output-range (e.g. --output-range "
+            f"{suggest_output_range(seen_lo, seen_hi)})"
         )
     if (low, high) == (-1.0, 1.0):
         return images

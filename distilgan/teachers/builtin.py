@@ -147,11 +147,25 @@ def pretrained_root() -> Path:
     return Path(__file__).resolve().parents[1] / "pretrained"
 
 
-def available_names() -> list[str]:
-    """``toy`` and the checkpoint folders shipped in ``distilgan/pretrained/``."""
+def _shipped() -> dict[str, bool]:
+    """Checkpoint folders in ``distilgan/pretrained/`` -> whether each is a generator (its config has a
+    z_dim; the shipped CIFAR-10 classifiers, for calibrate and the metrics, have none)."""
+    import json
+
     root = pretrained_root()
-    shipped = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
-    return ["toy", *shipped]
+    found: dict[str, bool] = {}
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found[folder.name] = isinstance(config, dict) and config.get("z_dim") is not None
+    return found
+
+
+def available_names() -> list[str]:
+    """``toy`` and the generator checkpoints shipped in ``distilgan/pretrained/`` (not the classifiers)."""
+    return ["toy", *(name for name, generator in _shipped().items() if generator)]
 
 
 def load(location: str, **options: Any) -> Teacher:
@@ -169,4 +183,7 @@ def load(location: str, **options: Any) -> Teacher:
         from distilgan.teachers import checkpoint
 
         return checkpoint.load(str(pretrained_root() / location), **options)
+    if location in _shipped():
+        raise UserError(f"built-in '{location}' is a classifier, not a generator, so it cannot be a teacher "
+                        f"(built-in teachers: {', '.join(available_names())})")
     raise UserError(f"unknown built-in teacher '{location}' (available: {', '.join(available_names())})")

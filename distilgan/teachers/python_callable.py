@@ -10,6 +10,9 @@ The contract for a user's callable (see docs/teachers.md for a full example)::
 
     def build(): return MyTeacher()        # CALLABLE may be this factory or the object itself
 
+An nn.Module *class* named as CALLABLE is built (twice, under two torch seeds) and refused when its
+weights depend on the seed: that is a freshly initialised, untrained network, not a teacher.
+
 nn.Modules get torch tensors on ``device`` (under ``torch.inference_mode``); other objects get
 numpy arrays unless the option ``inputs=torch`` says otherwise.
 """
@@ -58,6 +61,36 @@ def import_target(location: str) -> tuple[Any, Path | None]:
     return getattr(module, attr), Path(source) if source else None
 
 
+def _random_weights(first: Any, second: Any) -> bool:
+    """Whether two builds of one nn.Module class, under different torch seeds, differ in a tensor."""
+    import torch
+
+    a, b = first.state_dict(), second.state_dict()
+    return any(isinstance(t, torch.Tensor) and (t.shape != b[k].shape or not torch.equal(t, b[k]))
+               for k, t in a.items() if k in b)
+
+
+def _build(target: Any, kwargs: dict[str, Any], location: str) -> Any:
+    """Call the factory. An nn.Module *class* named as CALLABLE is built twice under two torch seeds:
+    weights that differ are a fresh random initialisation, an untrained network, and are refused."""
+    torch = sys.modules.get("torch")
+    if not (inspect.isclass(target) and torch is not None and issubclass(target, torch.nn.Module)):
+        return target(**kwargs)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG streams as they were
+        torch.manual_seed(0x5EED)
+        obj = target(**kwargs)
+        torch.manual_seed(0x5EED + 1)
+        again = target(**kwargs)
+    if _random_weights(obj, again):
+        raise UserError(
+            f"python teacher '{location}' is an nn.Module class whose weights change with the random seed: "
+            f"{target.__name__}(...) builds an untrained network; name a factory that loads the trained weights "
+            f"(def build(): m = {target.__name__}(); m.load_state_dict(torch.load(...)); return m) or an instance"
+        )
+    del again
+    return obj
+
+
 def load(location: str, **options: Any) -> Teacher:
     """Options: the common ones, plus ``inputs`` (torch|numpy), ``label_encoding`` (int|onehot),
     ``batch_size``, ``factory_kwargs`` (dict for the factory), ``z_dim``/``num_classes``/``resolution``
@@ -74,7 +107,7 @@ def load(location: str, **options: Any) -> Teacher:
     if obj is None:
         if not callable(target):
             raise UserError(f"python teacher '{location}' is neither a factory nor a callable object")
-        obj = target(**(opts["factory_kwargs"] or {}))
+        obj = _build(target, opts["factory_kwargs"] or {}, location)
     if not callable(obj):
         raise UserError(f"python teacher '{location}' gave a {type(obj).__name__}, which cannot be called")
 

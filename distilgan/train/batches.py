@@ -102,15 +102,21 @@ class StoreBatches:
     ~180 MB) is read once as uint8 and each batch is gathered by index, in exactly the order the
     streaming path (StoreStream through a DataLoader with ``workers`` workers) delivers: no worker
     processes competing for the cores, no per-sample collate, no loader rebuilt every epoch.
+
+    Both paths check each shard's sha256 against the manifest when it is first read (``verify``;
+    None: the process default, see ``store_read.set_shard_checks``): the in-memory one once, as it
+    loads; the streaming one in the DataLoader workers, every epoch until a single-process run has
+    streamed a whole epoch (each worker is a fresh process, so it cannot keep what it checked).
     """
 
     def __init__(self, store_dir: str, batch_size: int, seed: int, dist: DistContext, workers: int = 0,
-                 real: RealSampler | None = None, in_memory: bool | None = None) -> None:
+                 real: RealSampler | None = None, in_memory: bool | None = None, verify: bool | None = None) -> None:
         from distilgan.data.store import DistillationStore
 
         if batch_size % dist.world_size:
             raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes")
-        self.store = DistillationStore.open(store_dir)
+        self.store = DistillationStore.open(store_dir, verify=verify)
+        self.verify = self.store.verify
         self.store_dir, self.seed, self.dist, self.workers, self.real = store_dir, seed, dist, workers, real
         self.local = batch_size // dist.world_size
         self.steps_per_epoch = (self.store.num_samples // dist.world_size) // self.local
@@ -119,6 +125,9 @@ class StoreBatches:
                             "(lower --batch-size)")
         self.in_memory = store_bytes(self.store) <= IN_MEMORY_LIMIT_BYTES if in_memory is None else bool(in_memory)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if self.in_memory:  # read (and check) now: a bad shard fails before training starts
+            self._arrays = self.store.load_all()
+        self._all_checked = False  # every shard passed its check in this process's workers
 
     def _memory_batches(self, epoch: int, skip: int) -> Iterator[dict[str, Tensor]]:
         from distilgan.data.store_stream import StoreStream
@@ -146,15 +155,26 @@ class StoreBatches:
             return
         from torch.utils.data import DataLoader
 
-        from distilgan.data.store_stream import StoreStream
+        from distilgan.data.store_stream import StoreStream, unwrap_worker_error
 
         stream = StoreStream(self.store_dir, shuffle=True, seed=self.seed, rank=self.dist.rank,
-                             world_size=self.dist.world_size)
+                             world_size=self.dist.world_size, verify=self.verify and not self._all_checked)
         stream.set_epoch(epoch)
         cuda = self.dist.device.type == "cuda"
         loader = DataLoader(stream, batch_size=self.local, num_workers=self.workers, pin_memory=cuda,
                             persistent_workers=False, multiprocessing_context=_worker_context(self.workers))
-        for index, (z, labels, images) in enumerate(_rechunk(loader, self.local)):
+        pieces = _rechunk(loader, self.local)
+        for index in range(self.steps_per_epoch + 1):
+            try:
+                z, labels, images = next(pieces)
+            except StopIteration:
+                # the loader ran dry: its workers read (and so checked) every shard of this rank; with
+                # one process that is every shard, and the next epochs need not hash them again
+                if self.dist.world_size == 1:
+                    self._all_checked = True
+                return
+            except UserError as err:  # a worker's error, re-raised by torch with its traceback inside
+                raise unwrap_worker_error(err) from None
             if index >= self.steps_per_epoch:
                 break
             if index < skip:

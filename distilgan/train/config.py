@@ -29,6 +29,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 150
     max_steps: int | None = None
+    max_minutes: float | None = None  # wall-time budget of one invocation: stop and save cleanly when spent
     # optimisers: Adam for G and D, linear LR decay to 0 from lr_decay_start (None: constant)
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -64,8 +65,8 @@ class TrainConfig:
     store_in_memory: bool | None = None  # None: read the store into memory when it fits in 4 GiB
     amp: bool = False  # legacy spelling of precision bf16 on CUDA
     precision: str = "auto"  # auto, fp32 or bf16 autocast (train/precision.py)
-    # NHWC activations; None: each network's preference (BigGAN: on, 1.8x with bf16 here; DiStyleGAN: off,
-    # oneDNN's channels_last BatchNorm backward is 2-10x slower than NCHW on CPU)
+    # NHWC activations; None: each network's preference (BigGAN: on, 1.8x with bf16 here; DiStyleGAN D on,
+    # G off: oneDNN's channels_last BatchNorm backward is 2-10x slower than NCHW on CPU)
     channels_last: bool | None = None
     # metrics inside the loop (train/loop_metrics.py): names, samples per evaluation, cadence in steps
     metrics: str = ""  # comma list, e.g. "kid" or "kid,fid"; empty: none
@@ -83,7 +84,7 @@ LEGACY_DEFAULTS = {"ema_buffers": "copy", "pixel_schedule": "step-linear"}
 # new end). Everything else changes the maths of the run, so a difference is an error.
 RESUME_FREE_KEYS = frozenset(
     {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "ckpt_every_steps", "grid_every", "log_every",
-     "epochs", "max_steps", "precision", "channels_last", "store_in_memory", "ckpt_every_minutes", "ckpt_keep", "metrics", "metric_n", "metric_every", "metric_ref"}
+     "epochs", "max_steps", "max_minutes", "precision", "channels_last", "store_in_memory", "ckpt_every_minutes", "ckpt_keep", "metrics", "metric_n", "metric_every", "metric_ref"}
 )
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
@@ -200,7 +201,7 @@ def validate(config: TrainConfig) -> None:
             raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for name in ("batch_size", "epochs", "gstep", "ckpt_every", "grid_every", "log_every", "grid_columns",
-                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps", "metric_every", "ckpt_keep"):
+                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps", "metric_every", "ckpt_keep", "max_minutes"):
         positive(name)
     for name in ("lambda_pixel", "pixel_decay", "lambda_gan_g", "lambda_gan_d", "workers", "lr_decay_start",
                  "ema_start", "ckpt_every_minutes"):

@@ -115,11 +115,14 @@ def store_images(store: Any, n: int) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def load_network_fast() -> Any:
+def load_network_fast(device: Any = None) -> Any:
     """The fastest Inception backend installed (OpenVINO bf16 when present): in-loop figures choose
-    snapshots, they are not reported figures (the backend is recorded with every record)."""
+    snapshots, they are not reported figures (the backend is recorded with every record). A CUDA run
+    keeps the network on its GPU (torch fp32): the CPU would be the bottleneck there."""
     from distilgan.metrics.network import load_network
 
+    if device is not None and torch.device(device).type == "cuda":
+        return load_network(device=str(device), backend="torch")
     try:
         return load_network(backend="openvino", precision="bf16")
     except UserError:
@@ -152,7 +155,7 @@ class LoopMetrics:
     # -- the reference, computed once per run ---------------------------------------------------
     def network(self) -> Any:
         if self._network is None:
-            self._network = load_network_fast()
+            self._network = load_network_fast(self.device)
         return self._network
 
     def reference(self) -> dict[str, Any]:

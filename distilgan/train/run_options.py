@@ -20,6 +20,9 @@ SHARED_OPTIONS: list[tuple[str, str, type, str]] = [
      "on its own outputs at every save), average, or copy (the raw G's, as before)"),
     ("--ckpt-every-minutes", "ckpt_every_minutes", float,
      "also save checkpoint + training state every this many minutes of wall time (default 10; 0: off)"),
+    ("--max-minutes", "max_minutes", float,
+     "wall-time budget of this invocation in minutes: at the first step past it the run saves its checkpoint, "
+     "grid and metrics as at its last step and ends (exit 0); --resume continues it (default: none)"),
     ("--ckpt-keep", "ckpt_keep", int, "keep only the newest N step checkpoints in RUN/checkpoints (default: all)"),
     ("--metric-n", "metric_n", int, "samples per in-loop evaluation, and reference images (default 1000)"),
     ("--metric-every", "metric_every", int, "evaluate every this many steps (default: at every checkpoint)"),

@@ -366,7 +366,7 @@ class Trainer:
 
     # -- the whole run ------------------------------------------------------------------------------
     def fit(self, resumed: bool = False) -> dict[str, Any]:
-        from tqdm import tqdm
+        from distilgan.utils.progress import progress_bar
 
         from distilgan.train.logging import RunLogger
 
@@ -389,7 +389,7 @@ class Trainer:
                 evaluated_at = self.step
         kill_at = int(os.environ.get(KILL_ENV, "0"))
         global_batch = config.batch_size
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
+        bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
                    dynamic_ncols=True, desc=self.name)
         from distilgan.utils.energy import CostMeter
 
@@ -400,7 +400,7 @@ class Trainer:
         pending: dict[str, Tensor] = {}
         stop = _StopSignals()
         stop.install()
-        self.last_save_time = time.monotonic()
+        self.last_save_time = started = time.monotonic()
         try:
             while self.step < self.total_steps:
                 for batch in source.batches(self.epoch, skip=self.batch_in_epoch):
@@ -433,9 +433,13 @@ class Trainer:
                         evaluated_at = self.step
                     minutes = config.ckpt_every_minutes
                     due = bool(minutes) and time.monotonic() - self.last_save_time >= 60 * minutes
-                    flags = self._any_rank(due, stop.received is not None)
+                    budget = config.max_minutes  # wall-time budget: end here as if this were the last step
+                    spent = bool(budget) and time.monotonic() - started >= 60 * budget
+                    flags = self._any_rank(due, stop.received is not None, spent)
+                    if flags[2]:
+                        self.total_steps = self.step  # the final grid, save and metrics below run as usual
                     if flags[0] and self.step < self.total_steps and not flags[1]:
-                        self.save_checkpoint()  # by wall time too: a slow machine never loses much work
+                        checkpoint_and_metrics()  # by wall time too (a slow machine never loses much work)
                     if flags[1]:
                         self.save_checkpoint()
                         if logger is not None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from distilgan.data import store_read
 from distilgan.data.store import DistillationStore, read_npz, shard_name, verify_store, write_npz, write_store
@@ -23,6 +22,7 @@ Z_DIM, CLASSES, RES = 16, 3, 16
 TINY = ["--ngf", "16", "--ndf", "16", "--project-dim", "16", "--batch-size", "16", "--log-every", "1",
         "--seed", "1", "--gstep", "2", "--precision", "fp32", "--grid-every", "100", "--ckpt-every", "100"]
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's: one torch thread for this module
 
 
 class LinearTeacher(Teacher):
@@ -43,14 +43,6 @@ class LinearTeacher(Teacher):
 
     def fingerprint(self) -> str:
         return f"linear-{self.scale}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -3,10 +3,13 @@
     .venv/bin/python bench/fid_speed.py [--n 128] [--parity-n 2000] [--threads 1] [--batch-size 32]
     .venv/bin/python bench/fid_speed.py --n 32 --parity-n 100        # a quick run
 
-Speed: ``--n`` CIFAR-10 train JPEGs (decoded once) go through ``extract()`` of today's path (torch
-fp32) and the OpenVINO backends (fp32, bf16), batch by batch *interleaved* so that a change in the
-load of this shared machine hits every backend alike; ms/image is the median over batches (wall
-and CPU time), the ratio is against torch fp32.
+Speed: ``--n`` CIFAR-10 train JPEGs (decoded once) go through ``extract()`` of today's path and the
+new ones, batch by batch *interleaved* so that a change in the load of this shared machine hits every
+backend alike; ms/image is the median over batches (wall and CPU time), the ratio is against today's
+path. Today's path (``torch:fp32:grid-sample``) is the torch backend with the preprocessing as it was
+before issue 15 (``grid_sample`` on the 299x299 tensor, then four elementwise passes), reproduced
+here; the other backends use the current preprocessing (the same resize weights as two matrix
+products, the scaling on the 32x32 input).
 
 Parity: FID and KID between ``--parity-n`` class-balanced CIFAR-10 train images and as many test
 images (``open_dataset`` on the JPEG zip), per backend, against torch fp32: FID relative difference
@@ -34,8 +37,47 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BASE = ("torch", "fp32")  # today's path: the one every ratio and difference is measured against
+BASE = ("torch", "fp32", "grid-sample")  # today's path: the one every ratio and difference is measured against
 CACHE = ROOT / "runs" / "fid_speed"
+LEGACY_RESIZE = "nv_bilinear_float 299x299 (affine_grid+grid_sample, border), (x-128)/128"
+
+
+def legacy_preprocess(batch_uint8_nhwc: np.ndarray, device: str = "cpu"):
+    """The preprocessing of today's path, as distilgan ran it before issue 15 (fid-helper's op order)."""
+    import torch
+
+    from distilgan.metrics import network
+
+    x = torch.from_numpy(np.ascontiguousarray(batch_uint8_nhwc)).to(device).permute(0, 3, 1, 2).float()
+    if x.shape[2] != network.INCEPTION_SIZE or x.shape[3] != network.INCEPTION_SIZE:
+        x = network._nv_bilinear_grid_sample(x, network.INCEPTION_SIZE)
+    x = (x / 255.0).clamp(0, 1)
+    low, high = network.TF_INPUT_RANGE
+    return (x * (high - low) + low).clamp(low, high)
+
+
+class Backend:
+    """A feature network and the preprocessing it runs with (``extract`` reads ``network.preprocess``)."""
+
+    def __init__(self, spec: tuple[str, ...]) -> None:
+        from distilgan.metrics.network import load_network
+
+        self.net = load_network(backend=spec[0], precision=spec[1])
+        self.legacy = len(spec) > 2 and spec[2] == "grid-sample"
+
+    def describe(self) -> dict:
+        info = self.net.describe()
+        return {**info, "resize": LEGACY_RESIZE} if self.legacy else info
+
+    def extract(self, images: np.ndarray, **kwargs) -> np.ndarray:
+        from distilgan.metrics import network
+
+        current = network.preprocess
+        network.preprocess = legacy_preprocess if self.legacy else current
+        try:
+            return network.extract(self.net, images, **kwargs)[0]
+        finally:
+            network.preprocess = current
 
 
 def machine_facts() -> dict:
@@ -59,9 +101,8 @@ def balanced(dataset, n: int, seed: int = 0):
     return dataset.subset(np.sort(np.concatenate(chosen)))
 
 
-def features_cached(network, key: str, images: np.ndarray, batch_size: int, desc: str) -> tuple[np.ndarray, float, bool]:
+def features_cached(backend: Backend, key: str, images: np.ndarray, batch_size: int, desc: str) -> tuple[np.ndarray, float, bool]:
     """(features, seconds, from cache): parity features of one backend, cached under runs/."""
-    from distilgan.metrics.network import extract
     from distilgan.utils.atomic import atomic_path
 
     file = CACHE / f"{key}.npz"
@@ -69,7 +110,7 @@ def features_cached(network, key: str, images: np.ndarray, batch_size: int, desc
         with np.load(file) as data:
             return data["features"], float(data["seconds"]), True
     start = time.perf_counter()
-    feats = extract(network, images, batch_size=batch_size, desc=desc)[0]
+    feats = backend.extract(images, batch_size=batch_size, desc=desc)
     seconds = time.perf_counter() - start
     with atomic_path(file) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, features=feats, seconds=np.float64(seconds))
@@ -78,17 +119,15 @@ def features_cached(network, key: str, images: np.ndarray, batch_size: int, desc
 
 def speed(networks: dict, images: np.ndarray, batch_size: int) -> dict:
     """Median wall and CPU ms/image per backend, batches interleaved across backends."""
-    from distilgan.metrics.network import extract
-
     for net in networks.values():  # warm-up: TorchScript's profiling runs, OpenVINO's first inference
-        extract(net, images[:batch_size], batch_size=batch_size, progress=False)
+        net.extract(images[:batch_size], batch_size=batch_size, progress=False)
     wall = {k: [] for k in networks}
     cpu = {k: [] for k in networks}
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         for key, net in networks.items():
             w, c = time.perf_counter(), time.process_time()
-            extract(net, batch, batch_size=batch_size, progress=False)
+            net.extract(batch, batch_size=batch_size, progress=False)
             wall[key].append(1000 * (time.perf_counter() - w) / len(batch))
             cpu[key].append(1000 * (time.process_time() - c) / len(batch))
     return {k: {"ms_per_image_wall": round(float(np.median(wall[k])), 2), "ms_per_image_cpu": round(float(np.median(cpu[k])), 2),
@@ -101,7 +140,6 @@ def main() -> int:
     from distilgan.data.datasets import open_dataset
     from distilgan.metrics.fid import fid_between_features
     from distilgan.metrics.kid import kernel_inception_distance
-    from distilgan.metrics.network import load_network
     from distilgan.utils.atomic import atomic_write_json
     from distilgan.utils.shared_data import shared_path
 
@@ -110,7 +148,8 @@ def main() -> int:
     parser.add_argument("--parity-n", type=int, default=2000, help="train and test images each for the parity table; 0 skips it")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenVINO CPU threads (default: 1)")
-    parser.add_argument("--backends", nargs="+", default=["torch:fp32", "openvino:fp32", "openvino:bf16"])
+    parser.add_argument("--backends", nargs="+", default=["torch:fp32", "openvino:fp32", "openvino:bf16"],
+                        help="backend:precision[:grid-sample] besides today's path, torch:fp32:grid-sample (always run)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "fid_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -122,8 +161,8 @@ def main() -> int:
     if BASE not in kinds:
         kinds.insert(0, BASE)
     facts = machine_facts()
-    networks = {f"{b} {p}": load_network(backend=b, precision=p) for b, p in kinds}
-    base_key = f"{BASE[0]} {BASE[1]}"
+    networks = {" ".join(k): Backend(k) for k in kinds}
+    base_key = " ".join(BASE)
     result: dict = {"machine": facts, "threads": args.threads, "batch_size": args.batch_size, "torch": torch.__version__,
                     "networks": {k: n.describe() for k, n in networks.items()}}
 
@@ -140,9 +179,9 @@ def main() -> int:
         row["speedup_wall"] = round(base_ms / row["ms_per_image_wall"], 2)
         row["speedup_cpu"] = round(base_cpu / row["ms_per_image_cpu"], 2)
     result["speed"] = {"n_images": len(speed_images), **timing}
-    print(f"\n{'backend':<16}{'ms/img wall':>12}{'ms/img CPU':>12}{'x wall':>8}{'x CPU':>8}")
+    print(f"\n{'backend':<24}{'ms/img wall':>12}{'ms/img CPU':>12}{'x wall':>8}{'x CPU':>8}")
     for key, row in timing.items():
-        print(f"{key:<16}{row['ms_per_image_wall']:>12.1f}{row['ms_per_image_cpu']:>12.1f}{row['speedup_wall']:>8.2f}{row['speedup_cpu']:>8.2f}")
+        print(f"{key:<24}{row['ms_per_image_wall']:>12.1f}{row['ms_per_image_cpu']:>12.1f}{row['speedup_wall']:>8.2f}{row['speedup_cpu']:>8.2f}")
     atomic_write_json(args.out, {**result, "partial": True})
 
     if args.parity_n:
@@ -150,8 +189,10 @@ def main() -> int:
         feats, seconds = {}, {}
         for key, net in networks.items():
             for split, ds in sets.items():
-                tag = hashlib.sha256(f"{key}|{net.sha256}|{ds.fingerprint()}|{net.describe()}".encode()).hexdigest()[:16]
-                feats[key, split], sec, hit = features_cached(net, f"{key.replace(' ', '-')}-{split}-{len(ds)}-{tag}",
+                # the key of today's path is the one its features were cached under before the rename
+                old_key = "torch fp32" if key == base_key else key
+                tag = hashlib.sha256(f"{old_key}|{net.net.sha256}|{ds.fingerprint()}|{net.describe()}".encode()).hexdigest()[:16]
+                feats[key, split], sec, hit = features_cached(net, f"{old_key.replace(' ', '-')}-{split}-{len(ds)}-{tag}",
                                                               ds.images, args.batch_size, f"{key} {split}")
                 seconds[key, split] = {"seconds": round(sec, 1), "from_cache": hit}
                 print(f"parity features {key} {split}: {len(ds)} images, {sec:.0f} s{' (cached)' if hit else ''}", flush=True)
@@ -176,9 +217,9 @@ def main() -> int:
         result["parity"] = {"n_train": len(sets["train"]), "n_test": len(sets["test"]),
                             "selection": "class-balanced, n/10 per class, numpy default_rng(0)", "vs": base_key, **parity}
         print(f"\nFID/KID {len(sets['train'])} train vs {len(sets['test'])} test (CIFAR-10 JPEG copy), against {base_key}")
-        print(f"{'backend':<16}{'FID':>10}{'rel diff':>10}{'KID':>10}{'KID diff':>10}{'mixed rel':>11}{'max rel feat':>14}")
+        print(f"{'backend':<24}{'FID':>10}{'rel diff':>10}{'KID':>10}{'KID diff':>10}{'mixed rel':>11}{'max rel feat':>14}")
         for key, row in parity.items():
-            print(f"{key:<16}{row['fid']:>10.4f}{row['fid_rel_diff']:>10.2e}{row['kid']:>10.5f}{row['kid_abs_diff']:>10.1e}"
+            print(f"{key:<24}{row['fid']:>10.4f}{row['fid_rel_diff']:>10.2e}{row['kid']:>10.5f}{row['kid_abs_diff']:>10.1e}"
                   f"{row['fid_mixed_rel_diff']:>11.2e}{row['max_rel_feature_error_per_image']:>14.2e}")
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     atomic_write_json(args.out, {**result, "partial": False})

@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = subparsers.choices  # type: ignore[attr-defined]  # name -> parser, for main's errors
     for name in COMMANDS:
         module_name = f"distilgan.commands.{name}"
-        if importlib.util.find_spec(module_name) is None:  # command not built yet
-            continue
+        if importlib.util.find_spec(module_name) is None:  # a broken install, never a feature switch
+            raise RuntimeError(f"distilgan is incomplete: its command module {module_name} is missing (reinstall distilgan)")
         importlib.import_module(module_name).add_parser(subparsers)
     for name, command in subparsers.choices.items():
         if name not in NOT_LONG:
@@ -101,7 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TORCH_FLOOR = (2, 5)  # the ONNX export passes dynamo=False, which torch.onnx.export takes from 2.5
+
+
+def torch_too_old() -> str | None:
+    """The one-line complaint when the installed torch is below the floor (read from the package
+    metadata, so that `distilgan --help` does not pay for importing torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("torch")
+    except PackageNotFoundError:
+        return "PyTorch is not installed: pip install torch (see the README for the CPU wheel)"
+    parts = []
+    for piece in found.split("+")[0].split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    if tuple(parts) < TORCH_FLOOR:
+        floor = ".".join(map(str, TORCH_FLOOR))
+        return f"distilgan needs torch >= {floor}, found {found}: pip install 'torch>={floor}'"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    problem = torch_too_old()
+    if problem:
+        print(f"distilgan: error: {problem}", file=sys.stderr)
+        return 2
     parser = build_parser()
     try:
         args, extras = parser.parse_known_args(argv)

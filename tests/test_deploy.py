@@ -190,7 +190,7 @@ def test_prune_widths_identity_and_checkpoint(tiny, tmp_path):
         assert count_macs(pruned).macs_per_image == macs_for_widths(model, widths) <= ratio * count_macs(model).macs_per_image
     pruned.save_pretrained(tmp_path / "p")
     again = load_pretrained(tmp_path / "p")
-    assert type(again).__name__ == "PrunedDiStyleGANGenerator" and again.widths == widths
+    assert type(again).__name__ == "DiStyleGANGenerator" and again.widths == widths
     torch.testing.assert_close(again(z, labels), pruned(z, labels))
 
 
@@ -202,7 +202,7 @@ def test_prune_cli(cli, tiny, tmp_path):
     assert report["macs_after"] <= 0.5 * report["macs_before"]
     assert report["l1_to_unpruned_final"] <= min(report["l1_to_unpruned_after_prune"], report["l1_to_unpruned_after_bn_recalibration"]) * 1.01
     config = json.loads((tmp_path / "p" / "generator" / "config.json").read_text())
-    assert config["architecture"] == "PrunedDiStyleGANGenerator" and config["widths"] == report["widths_after"]
+    assert config["architecture"] == "DiStyleGANGenerator" and config["widths"] == report["widths_after"]
     assert (tmp_path / "p" / "onnx-int8" / "model.onnx").is_file()
 
 

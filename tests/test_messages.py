@@ -71,7 +71,7 @@ def test_the_hinted_download_call_exists_and_targets_the_cache(tmp_path, monkeyp
         seen["url"] = url
         raise OSError("offline")
 
-    monkeypatch.setattr(cifar10.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
     with pytest.raises(UserError, match=f"into {tmp_path}"):
         cifar10.download_cifar10()  # the call the hint names, with no argument
     assert seen["url"] == cifar10.CIFAR10_URL
@@ -187,7 +187,7 @@ def test_bench_run_names_match_the_plan(checkpoint):
     assert [row["name"] for row in result["variants"]] == ["torch fp32 (eager)", "onnxruntime fp32"]
 
 
-# --- 2: IS / CS refused up front -----------------------------------------------------------------
+# --- 2: IS, CA and a stray --classifier refused up front -----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -200,12 +200,12 @@ def no_network(monkeypatch):
     monkeypatch.setattr(network, "load_network", refuse)
 
 
-@pytest.mark.parametrize("metric, words", [("is", ["logits", "inception-2015-12-05.pt", "--network"]),
-                                           ("cs", ["classifier", "cannot be computed", "fid, kid, pr, ifid"])])
-def test_is_and_cs_refused_before_any_work(cli, tmp_path, no_network, metric, words):
+@pytest.mark.parametrize("extra, words", [(["--metrics", "fid", "is"], ["logits", "inception-2015-12-05.pt", "--network"]),
+                                          (["--metrics", "fid", "ca"], ["class agreement", "--images", "--checkpoint"]),
+                                          (["--classifier", "x.th"], ["--classifier", "'ca'", "--metrics"])])
+def test_metrics_that_cannot_be_computed_are_refused_before_any_work(cli, tmp_path, no_network, extra, words):
     np.savez(tmp_path / "x.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
-    line = one_line_error(*cli("eval", "--images", tmp_path / "x.npz", "--ref", tmp_path / "x.npz",
-                               "--metrics", "fid", metric)[::2])
+    line = one_line_error(*cli("eval", "--images", tmp_path / "x.npz", "--ref", tmp_path / "x.npz", *extra)[::2])
     for word in words:
         assert word in line
 
@@ -289,3 +289,9 @@ def test_eval_small_n_prints_notes_and_no_carriage_returns(cli, tmp_path, no_cif
     assert "distilgan: note: 16 samples is below the protocol's 10,000" in err
     assert "distilgan: note: KID uses subsets of 8" in err and "kid_subset_size" in out
     assert "\r" not in err
+
+
+def test_eval_without_ref_names_the_metrics_that_need_it(cli, tmp_path, no_network):
+    np.savez(tmp_path / "x.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
+    line = one_line_error(*cli("eval", "--images", tmp_path / "x.npz", "--metrics", "fid", "kid")[::2])
+    assert "--ref is needed for fid, kid" in line

@@ -18,7 +18,7 @@ from distilgan.metrics.fid import feature_stats, fid_between_features, frechet_d
 from distilgan.metrics.inception_score import score_from_probs
 from distilgan.metrics.kid import kernel_inception_distance, mmd2_unbiased
 from distilgan.metrics.network import check_images, load_network
-from distilgan.metrics.pr import density_coverage, precision_recall
+from distilgan.metrics.pr import density_coverage, manifold_metrics, precision_recall
 
 FID_N = int(os.environ.get("DISTILGAN_TEST_FID_N", "50"))
 
@@ -57,6 +57,9 @@ def test_fid_closed_form_1d_and_general_agreement():
     small_x, small_y = x[:12], y[:15]
     assert fid_between_features(small_x, small_y) == pytest.approx(
         frechet_distance(*feature_stats(small_x), *feature_stats(small_y)), rel=1e-6)
+    # One set below the dimension, the other above (intra-class FID's shape): the n x n route, either order.
+    for a, b in ((x[:12], y), (y, x[:12])):
+        assert fid_between_features(a, b) == pytest.approx(frechet_distance(*feature_stats(a), *feature_stats(b)), rel=1e-8)
 
 
 def test_fid_rejects_mismatched_stats():
@@ -112,6 +115,8 @@ def test_precision_recall_density_coverage_match_loops():
     dc = density_coverage(fake, real, k=5)
     assert dc["density"] == pytest.approx(density) and dc["coverage"] == pytest.approx(coverage)
     assert precision_recall(real, real)["precision"] == 1.0
+    # The shared four-pass form (what eval runs) gives the same values as the separate calls.
+    assert manifold_metrics(fake, real, pr_k=3, dc_k=5) == {**pr, **dc}
 
 
 def test_inception_score_extremes():

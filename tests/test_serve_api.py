@@ -390,3 +390,25 @@ def test_two_worker_processes_serve_and_stop(checkpoint):
         assert process.wait(timeout=30) == 0
     assert sum("Started server process" in line for line in lines) == 2
     assert not any("Traceback" in line for line in lines)
+
+
+def test_an_internal_error_is_500_without_its_text_and_logged_with_its_traceback(checkpoint, caplog):
+    from fastapi.testclient import TestClient
+
+    from distilgan.serve import create_app, load_backend
+
+    backend = load_backend("torch", checkpoint)
+
+    def broken(z, labels):
+        raise RuntimeError("secret path /home/someone/weights.bin")
+
+    backend.generate = broken
+    with TestClient(create_app(backend, max_count=4), raise_server_exceptions=False) as broken_client:
+        with caplog.at_level("ERROR", logger="distilgan.serve"):
+            answer = post(broken_client, {"labels": [0]})
+    assert answer.status_code == 500
+    body = answer.text
+    assert "secret path" not in body and "RuntimeError" not in body and "incident" in body
+    incident = body.split("incident ")[1][:12]
+    logged = [r for r in caplog.records if incident in r.getMessage()]
+    assert logged and "secret path" in str(logged[0].exc_info[1])

@@ -14,7 +14,7 @@ import torch
 
 from distilgan.data.store import DistillationStore, verify_store
 from distilgan.errors import UserError
-from distilgan.models import BigGANGenerator, DiStyleGANGenerator, PrunedDiStyleGANGenerator, load_pretrained
+from distilgan.models import BigGANGenerator, DiStyleGANGenerator, load_pretrained
 from distilgan.models.pretrained import PRETRAINED_ROOT
 from distilgan.pipeline import StudentGenerator
 from distilgan.utils.labels import resolve_labels
@@ -144,8 +144,7 @@ def test_checkpoints_carry_the_space(tmp_path, subset_ckpt):
 
     space = {"z_distribution": {"kind": "scaled-truncnorm", "threshold": 1.0}, "classes": [1], "teacher_fingerprint": "t"}
     biggan = BigGANGenerator(z_dim=8, num_classes=2, ch=8, resolution=8, hierarchical=False, **space)
-    pruned = PrunedDiStyleGANGenerator(z_dim=8, num_classes=2, project_dim=8, ngf=16, resolution=8,
-                                       widths=[8, 4], **space)
+    pruned = DiStyleGANGenerator(z_dim=8, num_classes=2, project_dim=8, ngf=16, resolution=8, widths=[8, 4], **space)
     for name, model in (("biggan", biggan), ("pruned", pruned)):
         model.save_pretrained(tmp_path / name)
         loaded = load_pretrained(tmp_path / name)

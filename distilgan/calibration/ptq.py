@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from distilgan.errors import UserError
+from distilgan.utils.extras import need
 
 COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 
@@ -33,6 +34,7 @@ ACTIVATION_RANGES = {"mean-minmax": "MEAN_MINMAX", "minmax": "MINMAX", "median-m
 
 
 def _advanced_parameters(activation_ranges: str) -> Any:
+    need("nncf")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
@@ -44,6 +46,7 @@ def _advanced_parameters(activation_ranges: str) -> Any:
 
 def to_openvino(classifier: Any) -> Any:
     """``openvino.Model`` of the classifier's forward (normalised NCHW in, logits out), batch dynamic."""
+    need("openvino")
     import openvino as ov
     import torch
 
@@ -55,6 +58,7 @@ def to_openvino(classifier: Any) -> Any:
 
 
 def compile_model(model: Any, threads: int | None = None) -> Any:
+    need("openvino")
     import openvino as ov
 
     config = dict(COMPILE_CONFIG)
@@ -75,6 +79,7 @@ def _check_inputs(model: Any, inputs: np.ndarray) -> None:
 
 def quantize(model: Any, inputs: np.ndarray, fast_bias_correction: bool = True, activation_ranges: str = "mean-minmax") -> Any:
     """INT8 ``openvino.Model`` calibrated on ``inputs`` (normalised float32 NCHW)."""
+    need("nncf")
     import nncf
 
     _check_inputs(model, inputs)
@@ -93,6 +98,7 @@ def quantize_with_accuracy_control(
 ) -> Any:
     """INT8 model whose accuracy on the validation images drops by at most ``max_drop_points``
     (percentage points); NNCF reverts the most harmful layers to FP32 until it holds."""
+    need("nncf")
     import nncf
 
     _check_inputs(model, inputs)
@@ -155,6 +161,7 @@ def throughput(models: dict[str, Any], resolution: int, batch: int = 64, seconds
 
 def save_ir(model: Any, path: str | os.PathLike) -> Path:
     """Save an OpenVINO IR (``.xml`` + ``.bin``), weights as they are (no fp16 compression)."""
+    need("openvino")
     import openvino as ov
 
     path = Path(path)
@@ -164,7 +171,9 @@ def save_ir(model: Any, path: str | os.PathLike) -> Path:
 
 def protocol(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Versions and settings every calibration result carries."""
+    need("nncf")
     import nncf
+    need("openvino")
     import openvino as ov
     import torch
 
@@ -184,6 +193,7 @@ def quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``fn`` with NNCF's INFO logging and progress bars turned down (for loops over runs)."""
     import logging
 
+    need("nncf")
     import nncf
 
     logger = logging.getLogger("nncf")

@@ -82,11 +82,10 @@ def run(args: argparse.Namespace) -> int:
     argtypes.refuse_unless(args, "--validation-size", args.accuracy_control is not None,
                            "sizes the validation set of --accuracy-control, which is not given")
     _check_model_path(args.model)
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
-        raise UserError("calibrate needs OpenVINO and NNCF (pip install 'distilgan[deploy]')") from None
+    from distilgan.utils.extras import need
+
+    need("openvino", "calibrate")
+    need("nncf", "calibrate")
     import numpy as np
 
     from distilgan.calibration import ptq

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no distillation set given (add --data STORE)")
     argtypes.refuse_unless(args, "--pixel-decay", config.pixel_schedule != "constant",
                            "applies to --pixel-schedule epoch-linear only (the constant schedule keeps lambda-pixel fixed)")
-    for option in ("--metric-n", "--metric-every", "--metric-ref"):
+    for option in ("--metric-n", "--metric-every", "--metric-ref", "--metric-classifier"):
         argtypes.refuse_unless(args, option, bool(config.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
 
     from distilgan.data.store import set_shard_checks

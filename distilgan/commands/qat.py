@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")  # before the long fine-tuning
     if args.finetune_out:
         check_output_dir(args.finetune_out, "--finetune-out")  # an existing run folder is fine: --resume continues it
-    for option in ("--metric-n", "--metric-every", "--metric-ref"):
+    for option in ("--metric-n", "--metric-every", "--metric-ref", "--metric-classifier"):
         argtypes.refuse_unless(args, option, bool(args.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
     if args.steps < 0 or args.batch_size < 1:
         raise UserError("--steps must be >= 0 and --batch-size >= 1")

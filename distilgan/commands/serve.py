@@ -77,13 +77,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
-    try:
-        import uvicorn
+    from distilgan.utils.extras import need
 
-        from distilgan.serve.app import SETTINGS_ENV, create_app
-        from distilgan.serve.backend import load_backend
-    except ImportError as err:
-        raise UserError(f"distilgan serve needs FastAPI and uvicorn ({err}; pip install fastapi uvicorn)") from None
+    for module in ("fastapi", "uvicorn", "pydantic"):
+        need(module, "distilgan serve")
+    import uvicorn
+
+    from distilgan.serve.app import SETTINGS_ENV, create_app
+    from distilgan.serve.backend import load_backend
 
     checkpoint = args.checkpoint or args.model
     backend = load_backend(args.backend, checkpoint, device=args.device)
@@ -143,15 +144,29 @@ def _graceful_server(config: object) -> object:
     SIGTERM/SIGINT end ``distilgan serve`` with exit code 0 and a last line."""
     import uvicorn
 
+    import contextlib
+    import threading
+
     class GracefulServer(uvicorn.Server):
         stop_signal: int | None = None
 
         def handle_exit(self, sig: int, frame: object) -> None:
             self.stop_signal = sig
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
-            captured = getattr(self, "_captured_signals", None)
-            if isinstance(captured, list):
-                captured.clear()
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            # uvicorn's own version re-raises the captured signal once the server has stopped
+            # (killing us with it); ours installs the same handlers and only restores the old ones.
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     return GracefulServer(config)  # type: ignore[arg-type]
 

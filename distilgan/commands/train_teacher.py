@@ -152,7 +152,7 @@ def _resolve(args: argparse.Namespace) -> tuple[TeacherConfig, Path, dict[str, A
     if not config.data:
         raise UserError("no dataset given (add --data DATASET, e.g. cifar10 or a packed .npz)")
     _validate(config)
-    for option in ("--metric-n", "--metric-every", "--metric-ref"):
+    for option in ("--metric-n", "--metric-every", "--metric-ref", "--metric-classifier"):
         argtypes.refuse_unless(args, option, bool(config.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
     resolve_device(config.device)  # a bad --device fails before the dataset is decoded
     return config, run_dir, state

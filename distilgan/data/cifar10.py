@@ -19,8 +19,6 @@ import io
 import os
 import pickle
 import tarfile
-import urllib.error
-import urllib.request
 import warnings
 import zlib
 from pathlib import Path
@@ -210,31 +208,9 @@ def read_cifar10(
 
 def download_cifar10(root: str | os.PathLike | None = None, url: str = CIFAR10_URL, md5: str = CIFAR10_TAR_MD5) -> Path:
     """Fetch the tar.gz into ``root`` (default :func:`cifar10_data_dir`) atomically, md5-checked."""
-    from distilgan.utils.atomic import atomic_path
-    from distilgan.utils.progress import progress_bar
+    from distilgan.utils.download import download_verified
 
-    target = Path(root or cifar10_data_dir()) / CIFAR10_TAR_NAME
-    digest = hashlib.md5()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as out, progress_bar(total=total, unit="B", unit_scale=True, desc=CIFAR10_TAR_NAME) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            if digest.hexdigest() != md5:
-                # Raising inside atomic_path discards the temporary file: nothing half-right is kept.
-                raise UserError(
-                    f"downloaded {url} has md5 {digest.hexdigest()}, expected {md5} (retry; or put the official "
-                    f"{CIFAR10_TAR_NAME} into {target.parent} yourself)"
-                )
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(
-            f"cannot download {url}: {reason} (offline? put {CIFAR10_TAR_NAME} from {CIFAR10_URL} into {target.parent})"
-        ) from None
-    return target
+    return download_verified(url, Path(root or cifar10_data_dir()) / CIFAR10_TAR_NAME, md5, algorithm="md5")
 
 
 def locate_cifar10(download: bool = False) -> Path:

@@ -13,7 +13,6 @@ This module imports nothing heavy: ``runtime.py`` must stay importable without t
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from distilgan.errors import UserError
@@ -23,15 +22,13 @@ PRECISIONS = ("fp32", "fp16", "int8")
 EXPORT_JSON = "distilgan-export.json"
 ONNX_FILE = "model.onnx"
 OPENVINO_FILE = "model.xml"  # + model.bin beside it
-DEPLOY_INSTALL_HINT = 'pip install "distilgan[deploy]"'
 
 
 def require(package: str, what: str) -> Any:
-    """Import an optional package or raise a one-line UserError naming the install command."""
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise UserError(f"{what} needs the '{package}' package, which is not installed ({DEPLOY_INSTALL_HINT})") from None
+    """Import an optional package or raise a one-line UserError naming the pip extra to install."""
+    from distilgan.utils.extras import need
+
+    return need(package, what)
 
 
 def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:

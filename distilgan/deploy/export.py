@@ -41,6 +41,7 @@ from distilgan.utils.atomic import atomic_dir, atomic_write_json
 from distilgan.utils.images import float_to_uint8
 from distilgan.utils.latent import model_classes, model_z_distribution
 from distilgan.utils.noise import balanced_labels, rng
+from distilgan.utils.extras import need
 
 PARITY_SAMPLES = 64
 ONNX_OPSET = 17
@@ -107,6 +108,7 @@ def _bake_parametrizations(model: Any) -> Any:
 
 def export_onnx(model: Any, path: str | os.PathLike, batch: int | None = None, fp16: bool = False) -> Path:
     """Trace ``model`` to ONNX (TorchScript exporter): inputs z, labels; output images."""
+    need("onnx")
     import onnx
     import torch
 

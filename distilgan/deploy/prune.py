@@ -17,8 +17,8 @@ c_in * c_out, so about sqrt(ratio)). Then BN running statistics are re-estimated
 model is distilled from the unpruned one through the training loop (pixel L1, plus the distill
 run's discriminator features with ``--run``; finetune.py).
 
-``PrunedDiStyleGANGenerator`` is the student with a ``widths`` list; it saves and loads as a
-normal checkpoint (architecture "PrunedDiStyleGANGenerator", defined in distilgan/models/pruned.py).
+A pruned student is ``DiStyleGANGenerator(widths=...)``, saved and loaded as a normal checkpoint
+(checkpoints of the former ``PrunedDiStyleGANGenerator`` load as that too).
 """
 
 from __future__ import annotations
@@ -32,15 +32,12 @@ from torch import nn
 
 from distilgan.errors import UserError
 from distilgan.models.macs import count_macs
-from distilgan.models.pruned import PrunedDiStyleGANGenerator
 from distilgan.models.student import DiStyleGANGenerator
 
 
 def current_widths(model: DiStyleGANGenerator) -> list[int]:
-    if isinstance(model, PrunedDiStyleGANGenerator):
-        return list(model.widths)
     if isinstance(model, DiStyleGANGenerator):
-        return [model.ngf >> i for i in range(len(model.up) + 1)]
+        return list(model.widths)
     raise UserError(f"pruning supports DiStyleGAN generators, not {type(model).__name__}")
 
 
@@ -114,13 +111,13 @@ def _copy_bn(dst: nn.modules.batchnorm._BatchNorm, src: nn.modules.batchnorm._Ba
 
 
 @torch.no_grad()
-def prune_generator(model: DiStyleGANGenerator, widths: Sequence[int]) -> PrunedDiStyleGANGenerator:
-    """A new PrunedDiStyleGANGenerator keeping the most important channels of ``model``."""
+def prune_generator(model: DiStyleGANGenerator, widths: Sequence[int]) -> DiStyleGANGenerator:
+    """A new, narrower DiStyleGANGenerator keeping the most important channels of ``model``."""
     full = current_widths(model)
     if len(widths) != len(full) or any(w > f or w < 1 for w, f in zip(widths, full)):
         raise UserError(f"widths {list(widths)} must be 1..{full} element-wise")
     cfg = {k: v for k, v in model.config.items() if k not in ("architecture", "widths")}
-    pruned = PrunedDiStyleGANGenerator(**cfg, widths=list(widths)).eval()
+    pruned = DiStyleGANGenerator(**cfg, widths=list(widths)).eval()
     keep = [torch.sort(torch.topk(s, w).indices).values for s, w in zip(channel_importance(model), widths)]
 
     pruned.project.load_state_dict(model.project.state_dict())
@@ -153,7 +150,7 @@ def prune_and_distil(
     feature_weight: float | None = None,
     discriminator: nn.Module | None = None,
     finetune: Mapping[str, Any] | None = None,
-) -> tuple[PrunedDiStyleGANGenerator, dict[str, Any]]:
+) -> tuple[DiStyleGANGenerator, dict[str, Any]]:
     """Prune to ``macs_ratio`` of the MACs, re-estimate BN, distil from the unpruned model.
 
     ``discriminator`` (the distill run's D) adds its feature loss to the pixel L1; ``finetune``

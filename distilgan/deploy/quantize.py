@@ -28,6 +28,7 @@ import numpy as np
 from distilgan.deploy import require
 from distilgan.errors import UserError
 from distilgan.utils.noise import ZDistribution, balanced_labels, rng
+from distilgan.utils.extras import need
 
 CALIBRATION_STREAM = 7001
 PRESETS = ("performance", "mixed")
@@ -129,6 +130,7 @@ class _ZLabelReader:
 
 
 def onnx_layer_names(path: str | Path) -> list[str]:
+    need("onnx")
     import onnx
 
     graph = onnx.load(str(path)).graph
@@ -149,6 +151,7 @@ def quantize_onnx(
     classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """FP32 ONNX file -> INT8 QDQ ONNX file with onnxruntime static quantisation."""
+    need("onnxruntime")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,

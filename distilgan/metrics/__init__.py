@@ -20,6 +20,7 @@ METRICS: dict[str, str] = {
     "is": "distilgan.metrics.inception_score:compute_is",
     "cs": "distilgan.metrics.inception_score:compute_cs",
     "fidelity": "distilgan.metrics.fidelity:compute",
+    "ca": "distilgan.metrics.class_agreement:compute",  # a fixed CIFAR-10 classifier agrees with the requested class
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from distilgan.errors import UserError
+from distilgan.utils.extras import need
 
 CACHE_FORMAT = "distilgan-openvino-inception/1"
 # distilgan's precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
@@ -68,6 +69,7 @@ def cache_problem(folder: Path, sha256: str) -> str | None:
 
 def _convert(folder: Path, sha256: str, source: str, load_module: Callable[[], Any]) -> None:
     """TorchScript module -> OpenVINO IR (FP32 weights) in ``folder``, written atomically."""
+    need("openvino")
     import openvino as ov
     import torch
 
@@ -113,6 +115,7 @@ def shared_core() -> Any:
     and thread arenas, and many of them (a network loaded per call) are a waste and a crash risk."""
     global _CORE
     if _CORE is None:
+        need("openvino")
         import openvino as ov
 
         _CORE = ov.Core()
@@ -123,6 +126,7 @@ class OpenVINORunner:
     """A compiled IR: float32 NCHW 299x299 batch -> float32 (N, 2048) features."""
 
     def __init__(self, xml: Path, precision: str, threads: int) -> None:
+        need("openvino")
         import openvino as ov
 
         self.core = shared_core()

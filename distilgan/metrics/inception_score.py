@@ -68,14 +68,10 @@ def compute_cs(gen: Any, ref: Any = None, **_: Any) -> dict[str, Any]:
 
 
 def refuse_unavailable(metrics: list[str], network: Any = None, network_given: bool = False) -> None:
-    """Refuse 'is' / 'cs' before any work when they cannot be computed (a one-line UserError).
+    """Refuse 'is' before any work when it cannot be computed (a one-line UserError).
 
     Called once before the network loads (``network`` None: only the default network is known to
     lack logits) and once after (``network`` given: its kind decides)."""
-    if "cs" in metrics:
-        raise UserError("metric 'cs' (classifier score) needs a classifier's softmax, and eval has no classifier "
-                        "option, so it cannot be computed here (use 'is' with an Inception network that has logits, "
-                        "or fid, kid, pr, ifid)")
     lacks_logits = (not network.has_logits) if network is not None else not network_given
     if "is" in metrics and lacks_logits:
         raise UserError("metric 'is' needs an Inception network with logits; the default fid-helper network has "

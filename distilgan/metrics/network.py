@@ -40,7 +40,7 @@ INSTALL_HINT = 'pip install "distilgan[metrics]" (or pip install fid-helper-pyto
 INCEPTION_SIZE = 299
 # fid-helper's INPUT_RANGE_TF: the TF graph sees (x - 128) / 128, so 255 maps to 127/128.
 TF_INPUT_RANGE = (-1.0, 0.9921875)
-RESIZE_METHOD = "nv_bilinear_float 299x299 (affine_grid+grid_sample, border), (x-128)/128"
+RESIZE_METHOD = "nv_bilinear_float 299x299 (affine_grid+grid_sample weights, border, as two matrix products), (x-128)/128"
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16")
 # The CPU default when backend=None: OpenVINO FP32 gives the torch FP32 features to float rounding
@@ -258,7 +258,7 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
     return images
 
 
-def _nv_bilinear(x: Any, size: int) -> Any:
+def _nv_bilinear_grid_sample(x: Any, size: int) -> Any:
     """NVIDIA's resize (as fid-helper's ``nv_bilinear``): bilinear sampling with a half-pixel shift."""
     import torch
     import torch.nn.functional as F
@@ -272,16 +272,57 @@ def _nv_bilinear(x: Any, size: int) -> Any:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+_RESIZE_MATRICES: dict[tuple[int, int, int, str], tuple[Any, Any]] = {}
+
+
+def _resize_matrices(h: int, w: int, size: int, device: Any) -> tuple[Any, Any]:
+    """(rows (size, h), columns (size, w)): the grid_sample weights along each axis.
+
+    The affine grid has no rotation, so the bilinear weights factor into one matrix per axis,
+    each row summing to 1 (border padding clamps the coordinate, it drops no weight). They are
+    read off ``_nv_bilinear_grid_sample`` itself on basis images, so both ways share one definition.
+    """
+    import torch
+
+    key = (h, w, size, str(device))
+    if key not in _RESIZE_MATRICES:
+        rows_basis = torch.eye(h, dtype=torch.float32, device=device)[:, None, :, None].expand(h, 1, h, w).contiguous()
+        cols_basis = torch.eye(w, dtype=torch.float32, device=device)[:, None, None, :].expand(w, 1, h, w).contiguous()
+        rows = _nv_bilinear_grid_sample(rows_basis, size)[:, 0, :, 0].T  # (size, h): weight of input row i
+        cols = _nv_bilinear_grid_sample(cols_basis, size)[:, 0, 0, :].T  # (size, w)
+        _RESIZE_MATRICES[key] = (rows.contiguous(), cols.T.contiguous())
+    return _RESIZE_MATRICES[key]
+
+
+def _nv_bilinear(x: Any, size: int) -> Any:
+    """The same resize as two plain 2-D matrix products (rows on the small input first, then
+    columns as one tall GEMM whose output is already NCHW): ~10x faster than grid_sample on
+    the CPU and equal to it to float rounding."""
+    import torch
+
+    n, c, h, w = x.shape
+    rows, cols_t = _resize_matrices(h, w, size, x.device)
+    by_row = x.permute(2, 0, 1, 3).reshape(h, n * c * w)  # small copy: the input is 32x32
+    tall = (rows @ by_row).reshape(size, n * c, w).transpose(0, 1).reshape(n * c * size, w)
+    return (tall @ cols_t).reshape(n, c, size, size)
+
+
 def preprocess(batch_uint8_nhwc: np.ndarray, device: str = "cpu") -> Any:
-    """uint8 NHWC -> the float NCHW 299x299 tensor fid-helper feeds its network (same op order)."""
+    """uint8 NHWC -> the float NCHW 299x299 tensor fid-helper feeds its network.
+
+    fid-helper resizes, then scales x / 255 -> clamp -> * (high - low) + low -> clamp. Both
+    steps are affine and the resize weights sum to 1 per pixel, so we scale the 32x32 input
+    first and clamp once after the resize: the same values to float rounding, with one pass
+    over the 299x299 tensor instead of four (memory-bound passes cost more than the resize).
+    """
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(batch_uint8_nhwc)).to(device).permute(0, 3, 1, 2).float()
+    low, high = TF_INPUT_RANGE
+    x = (x / 255.0).clamp(0, 1) * (high - low) + low
     if x.shape[2] != INCEPTION_SIZE or x.shape[3] != INCEPTION_SIZE:
         x = _nv_bilinear(x, INCEPTION_SIZE)
-    x = (x / 255.0).clamp(0, 1)
-    low, high = TF_INPUT_RANGE
-    return (x * (high - low) + low).clamp(low, high)
+    return x.clamp_(low, high)
 
 
 def extract(

@@ -36,56 +36,66 @@ def _for_row_batches(a: Any, b: Any, visit: Callable[[int, Any], None]) -> None:
         visit(start, torch.sqrt(sq.clamp_min_(0)))
 
 
-def knn_radii(features: Any, k: int) -> Any:
-    """Distance from each sample to its k-th nearest neighbour in the same set (itself excluded)."""
+def knn_radii(features: Any, ks: int | tuple[int, ...]) -> Any:
+    """Distance from each sample to its k-th nearest neighbour in the same set (itself excluded);
+    for a tuple of ks, one tensor per k from a single pass over the distance matrix."""
     import torch
 
-    if len(features) <= k:
-        raise UserError(f"need more than k={k} samples for k-NN radii, got {len(features)}")
-    radii = torch.empty(len(features), dtype=features.dtype, device=features.device)
+    wanted = (ks,) if isinstance(ks, int) else tuple(ks)
+    top = max(wanted)
+    if len(features) <= top:
+        raise UserError(f"need more than k={top} samples for k-NN radii, got {len(features)}")
+    radii = torch.empty(len(features), len(wanted), dtype=features.dtype, device=features.device)
+    columns = torch.tensor(wanted, device=features.device)
 
     def visit(start: int, dist: Any) -> None:
-        # The sample itself is at distance ~0, so the (k+1)-th smallest is the k-th neighbour.
-        radii[start : start + len(dist)] = dist.kthvalue(k + 1, dim=1).values
+        # The sample itself is at distance ~0, so the (k+1)-th smallest is the k-th neighbour;
+        # topk is an exact selection, so each column equals kthvalue(k + 1).
+        smallest = dist.topk(top + 1, dim=1, largest=False, sorted=True).values
+        radii[start : start + len(dist)] = smallest[:, columns]
 
     _for_row_batches(features, features, visit)
-    return radii
+    return radii[:, 0] if isinstance(ks, int) else tuple(radii[:, i] for i in range(len(wanted)))
 
 
-def _inside_fraction(points: Any, centres: Any, radii: Any) -> float:
-    """Fraction of ``points`` inside at least one ball (centres, radii)."""
-    inside = []
-    _for_row_batches(points, centres, lambda _s, d: inside.append((d <= radii[None]).any(1)))
-    return float(np.concatenate([x.cpu().numpy() for x in inside]).mean())
+def manifold_metrics(gen: np.ndarray, ref: np.ndarray, pr_k: int = PR_K, dc_k: int = DC_K, device: str = "cpu") -> dict[str, float]:
+    """Precision/recall (k=pr_k) and density/coverage (k=dc_k) from four distance passes
+    (ref x ref, gen x gen, gen x ref, ref x gen) instead of seven, with the same values."""
+    import torch
 
-
-def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = PR_K, device: str = "cpu") -> dict[str, float]:
     g, r = _tensor(gen, device), _tensor(ref, device)
+    ref_pr, ref_dc = knn_radii(r, (pr_k, dc_k))
+    gen_pr = knn_radii(g, pr_k)
+    inside_ref, counts = [], []
+
+    def visit_gen(_start: int, dist: Any) -> None:
+        inside_ref.append((dist <= ref_pr[None]).any(1))  # precision: in some real ball
+        counts.append((dist <= ref_dc[None]).sum(1))  # density: how many real balls
+
+    _for_row_batches(g, r, visit_gen)
+    inside_gen, nearest = [], torch.full((len(r),), float("inf"), device=device)
+
+    def visit_ref(start: int, dist: Any) -> None:
+        inside_gen.append((dist <= gen_pr[None]).any(1))  # recall: real sample in some generated ball
+        nearest[start : start + len(dist)] = dist.min(1).values  # coverage: nearest generated sample
+
+    _for_row_batches(r, g, visit_ref)
     return {
-        "precision": _inside_fraction(g, r, knn_radii(r, k)),
-        "recall": _inside_fraction(r, g, knn_radii(g, k)),
+        "precision": float(torch.cat(inside_ref).double().mean()),
+        "recall": float(torch.cat(inside_gen).double().mean()),
+        "density": float(torch.cat(counts).double().sum() / (dc_k * len(g))),
+        "coverage": float((nearest <= ref_dc).double().mean()),
     }
 
 
+def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = PR_K, device: str = "cpu") -> dict[str, float]:
+    result = manifold_metrics(gen, ref, pr_k=k, device=device)
+    return {key: result[key] for key in ("precision", "recall")}
+
+
 def density_coverage(gen: np.ndarray, ref: np.ndarray, k: int = DC_K, device: str = "cpu") -> dict[str, float]:
-    import torch
-
-    g, r = _tensor(gen, device), _tensor(ref, device)
-    radii = knn_radii(r, k)
-    counts, nearest = [], torch.full((len(r),), float("inf"), device=device)
-
-    def visit(_start: int, dist: Any) -> None:
-        counts.append((dist <= radii[None]).sum(1))  # balls each generated sample falls in
-
-    _for_row_batches(g, r, visit)
-
-    def visit_ref(start: int, dist: Any) -> None:
-        nearest[start : start + len(dist)] = dist.min(1).values
-
-    _for_row_batches(r, g, visit_ref)
-    density = float(torch.cat(counts).double().sum() / (k * len(g)))
-    coverage = float((nearest <= radii).double().mean())
-    return {"density": density, "coverage": coverage}
+    result = manifold_metrics(gen, ref, dc_k=k, device=device)
+    return {key: result[key] for key in ("density", "coverage")}
 
 
 def compute(gen: Any, ref: Any, device: str = "cpu", seed: int = 0, **_: Any) -> dict[str, Any]:
@@ -97,7 +107,6 @@ def compute(gen: Any, ref: Any, device: str = "cpu", seed: int = 0, **_: Any) ->
     generator = rng(seed, 0x9E)
     g = gen.features if len(gen.features) == n else gen.features[np.sort(generator.choice(len(gen.features), n, replace=False))]
     r = ref_feats if len(ref_feats) == n else ref_feats[np.sort(generator.choice(len(ref_feats), n, replace=False))]
-    result: dict[str, Any] = precision_recall(g, r, device=device)
-    result.update(density_coverage(g, r, device=device))
+    result: dict[str, Any] = manifold_metrics(g, r, device=device)
     result.update({"pr_k": PR_K, "dc_k": DC_K, "pr_samples": n})
     return result

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+from distilgan.utils.extras import need
 
 
 def pca(features: np.ndarray, dims: int = 300) -> np.ndarray:
@@ -94,6 +95,7 @@ def _tsne(features: np.ndarray, perplexity: float, iterations: int, seed: int, p
 
 def grid_assignment(embedding: np.ndarray) -> tuple[np.ndarray, int]:
     """Cell index (row-major on a side x side grid) for every point, by optimal linear assignment."""
+    need("scipy")
     from scipy.optimize import linear_sum_assignment
 
     n = len(embedding)

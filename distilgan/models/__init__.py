@@ -1,4 +1,9 @@
-"""Student models and the registry that loads any saved one by its ``architecture`` name."""
+"""The models the pipeline ships, and the one registry that loads any saved one by its ``architecture`` name.
+
+Generators and discriminators (students, teachers) and the CIFAR classifiers (``classifiers/``). The
+classifiers live here rather than under calibration because two stages use them: calibration (the
+models being quantised) and evaluation (the judge of the class-agreement metric).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,16 @@ from distilgan.models.pretrained import (
     read_config,
     resolve_checkpoint,
 )
-from distilgan.models.pruned import PrunedDiStyleGANGenerator
+from distilgan.models.classifiers import CLASSIFIER_CLASSES
 from distilgan.models.student import DiStyleGANDiscriminator, DiStyleGANGenerator
 
-# config.json "architecture" -> class
+# config.json "architecture" -> class, every kind of model; renamed architectures keep their old name
 ARCHITECTURES: dict[str, type[PretrainedMixin]] = {
-    "DiStyleGANGenerator": DiStyleGANGenerator,
-    "DiStyleGANDiscriminator": DiStyleGANDiscriminator,
-    "PrunedDiStyleGANGenerator": PrunedDiStyleGANGenerator,
-    "BigGANGenerator": BigGANGenerator,
-    "BigGANDiscriminator": BigGANDiscriminator,
+    cls.__name__: cls
+    for cls in (DiStyleGANGenerator, DiStyleGANDiscriminator, BigGANGenerator, BigGANDiscriminator, *CLASSIFIER_CLASSES)
 }
+for _cls in list(ARCHITECTURES.values()):
+    ARCHITECTURES.update({alias: _cls for alias in _cls.architecture_aliases})
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, device: Any = "cpu") -> Any:
@@ -44,7 +48,6 @@ __all__ = [
     "DiStyleGANDiscriminator",
     "DiStyleGANGenerator",
     "PretrainedMixin",
-    "PrunedDiStyleGANGenerator",
     "builtin_names",
     "load_pretrained",
     "resolve_checkpoint",

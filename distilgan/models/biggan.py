@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from distilgan.errors import UserError
-from distilgan.models.pretrained import PretrainedMixin
+from distilgan.models.pretrained import PretrainedMixin, register_to_config
 from distilgan.models.space import GeneratorSpace
 from distilgan.models.student import _check_classes, _check_resolution
 
@@ -141,6 +141,7 @@ class BigGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
 
     prefers_channels_last = True  # training: NHWC convolutions pay here (1.8x with bf16 on CPU, measured)
 
+    @register_to_config
     def __init__(
         self,
         z_dim: int = 128,
@@ -168,11 +169,8 @@ class BigGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
         self.z_dim, self.num_classes, self.ch = z_dim, num_classes, ch
         self.resolution, self.channels = resolution, channels
         self.shared_dim, self.hierarchical = shared_dim, bool(hierarchical)
-        self._set_config(
-            z_dim=z_dim, num_classes=num_classes, ch=ch, resolution=resolution, channels=channels,
-            shared_dim=shared_dim, hierarchical=self.hierarchical, class_names=self.class_names,
-            **self._space(z_distribution, classes, teacher_fingerprint),
-        )
+        self._config_override(hierarchical=self.hierarchical, class_names=self.class_names,
+                              **self._space(z_distribution, classes, teacher_fingerprint))
 
         self.chunk = z_dim // (num_blocks + 1) if hierarchical else 0
         # shared_dim 0: the condition is the one-hot label (a fixed identity "embedding"), so every
@@ -214,6 +212,7 @@ class BigGANDiscriminator(PretrainedMixin, nn.Module):
 
     prefers_channels_last = True
 
+    @register_to_config
     def __init__(self, num_classes: int = 10, ch: int = 256, resolution: int = 32, channels: int = 3) -> None:
         super().__init__()
         num_down = _check_resolution(resolution, 16, "discriminator") - 3  # resolution -> 8x8
@@ -221,7 +220,6 @@ class BigGANDiscriminator(PretrainedMixin, nn.Module):
         if min(ch, channels) < 1:
             raise UserError("ch and channels must be >= 1")
         self.num_classes, self.ch, self.resolution, self.channels = num_classes, ch, resolution, channels
-        self._set_config(num_classes=num_classes, ch=ch, resolution=resolution, channels=channels)
 
         blocks = [DBlock(channels, ch, downsample=True, optimized=True)]
         blocks += [DBlock(ch, ch, downsample=True) for _ in range(num_down - 1)]

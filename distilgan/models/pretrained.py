@@ -11,11 +11,12 @@ A name that is not a folder is looked up among the built-in checkpoints in
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 from distilgan.errors import UserError
 
@@ -122,29 +123,70 @@ def _check_weights_match(model: Any, weights: dict[str, Any], source: Path) -> N
 def _apply_umask(folder: Path) -> None:
     # mkdtemp/mkstemp create private (0700/0600) entries; a shipped checkpoint should get the
     # user's usual permissions instead.
-    umask = os.umask(0)
-    os.umask(umask)
+    from distilgan.utils.atomic import process_umask
+
+    umask = process_umask()
     os.chmod(folder, 0o777 & ~umask)
     for child in folder.iterdir():
         os.chmod(child, 0o666 & ~umask)
 
 
+_REGISTERING = "_distilgan_registering_config"
+
+
+def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
+    """Decorate a model's ``__init__`` so that its arguments become ``self.config`` (diffusers' idea).
+
+    Every constructor argument, defaults included, is recorded once, by the outermost decorated
+    ``__init__`` (a subclass calling a decorated ``super().__init__`` records its own arguments); an
+    ``__init__`` that checks and normalises an argument stores the clean value with
+    ``self._config_override(name=value)``. ``from_pretrained`` calls the class with these entries.
+    """
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        outermost = _REGISTERING not in self.__dict__
+        if outermost:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = {name: value for name, value in list(bound.arguments.items())[1:]}
+            self.__dict__[_REGISTERING] = {}  # overrides collected while the __init__ chain runs
+        try:
+            init(self, *args, **kwargs)
+            if outermost:
+                overrides = self.__dict__[_REGISTERING]
+                self.config = {"architecture": type(self).__name__, **arguments, **overrides}
+                self.metadata = {}
+        finally:
+            if outermost:
+                del self.__dict__[_REGISTERING]
+
+    return wrapper
+
+
 class PretrainedMixin:
     """Adds ``config``, ``save_pretrained`` and ``from_pretrained`` to an ``nn.Module``.
 
-    Subclasses call ``self._set_config(**constructor_kwargs)`` in ``__init__``.
+    Subclasses decorate ``__init__`` with :func:`register_to_config`. ``architecture_aliases``: older
+    architecture names a class still loads (their checkpoints keep working after a rename or merge).
     """
 
     config: dict[str, Any]
     metadata: dict[str, Any]
+    architecture_aliases: tuple[str, ...] = ()
 
     @classmethod
     def _on_load(cls, folder: Path, config: dict[str, Any]) -> None:
         """Hook before a checkpoint is rebuilt (e.g. to note settings an older config.json lacks)."""
 
-    def _set_config(self, **kwargs: Any) -> None:
-        self.config = {"architecture": type(self).__name__, **kwargs}
-        self.metadata = {}
+    def _config_override(self, **values: Any) -> None:
+        """Record checked/normalised constructor values (inside a register_to_config ``__init__``)."""
+        pending = self.__dict__.get(_REGISTERING)
+        if pending is None:  # outside construction: the config itself
+            self.config.update(values)
+        else:
+            pending.update(values)
 
     def save_pretrained(
         self, directory: str | os.PathLike, dtype: str | None = None, metadata: dict[str, Any] | None = None
@@ -186,7 +228,7 @@ class PretrainedMixin:
         """Rebuild the model from a checkpoint folder or built-in name; weights from safetensors only."""
         folder = resolve_checkpoint(name_or_dir)
         config = read_config(folder)
-        if config["architecture"] != cls.__name__:
+        if config["architecture"] != cls.__name__ and config["architecture"] not in cls.architecture_aliases:
             raise UserError(
                 f"{folder} holds a {config['architecture']}, not a {cls.__name__} "
                 "(use distilgan.models.load_pretrained to load any architecture)"

@@ -49,7 +49,7 @@ class GeneratorSpace:
 
     def _space(self, z_distribution: Mapping[str, Any] | None, classes: Sequence[int] | None,
                teacher_fingerprint: str | None) -> dict[str, Any]:
-        """The validated config entries (pass them to ``_set_config``)."""
+        """The validated config entries (record them with ``_config_override``)."""
         return check_space(self.num_classes, z_distribution, classes, teacher_fingerprint)
 
     def _update_space(self, **changes: Any) -> None:

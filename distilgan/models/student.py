@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from distilgan.errors import UserError
-from distilgan.models.pretrained import PretrainedMixin
+from distilgan.models.pretrained import PretrainedMixin, register_to_config
 from distilgan.models.space import GeneratorSpace
 
 
@@ -126,6 +126,11 @@ class DiStyleGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
     subset in label order; None = all) and ``teacher_fingerprint`` record what it was distilled on.
     """
 
+    # Structured pruning (deploy/prune.py) used to save a subclass under this name; it is now
+    # DiStyleGANGenerator(widths=...), and those checkpoints load as such.
+    architecture_aliases = ("PrunedDiStyleGANGenerator",)
+
+    @register_to_config
     def __init__(
         self,
         z_dim: int = 512,
@@ -138,6 +143,7 @@ class DiStyleGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
         z_distribution: Mapping[str, Any] | None = None,
         classes: Sequence[int] | None = None,
         teacher_fingerprint: str | None = None,
+        widths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         num_up = _check_resolution(resolution, 8, "generator") - 2  # from 4x4
@@ -145,30 +151,29 @@ class DiStyleGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
             raise UserError(f"ngf {ngf} must be divisible by {1 << num_up} for {resolution}x{resolution} (each up-block halves it)")
         if min(z_dim, project_dim, channels) < 1:
             raise UserError("z_dim, project_dim and channels must be >= 1")
+        # widths: channels at 4x4, then after each up-block; None is the reference's ngf, ngf/2, ...
+        full = [ngf >> i for i in range(num_up + 1)]
+        chosen = full if widths is None else [int(w) for w in widths]
+        if len(chosen) != num_up + 1 or min(chosen) < 1:
+            raise UserError(f"widths {chosen} must hold {num_up + 1} positive channel counts (4x4 map, then each up-block)")
         self.class_names = _check_classes(num_classes, class_names)
         self.z_dim, self.num_classes, self.project_dim = z_dim, num_classes, project_dim
-        self.ngf, self.resolution, self.channels = ngf, resolution, channels
-        self._set_config(
-            z_dim=z_dim, num_classes=num_classes, project_dim=project_dim, ngf=ngf,
-            resolution=resolution, channels=channels, class_names=self.class_names,
-            **self._space(z_distribution, classes, teacher_fingerprint),
-        )
+        self.ngf, self.resolution, self.channels, self.widths = ngf, resolution, channels, chosen
+        # widths are recorded only where they differ from ngf's: ngf stays the one setting of a full model
+        self._config_override(class_names=self.class_names, widths=None if chosen == full else chosen,
+                              **self._space(z_distribution, classes, teacher_fingerprint))
 
         self.condition = _ClassCondition(num_classes)
         self.project = nn.Sequential(
             nn.Linear(z_dim, 2 * project_dim, bias=False), nn.BatchNorm1d(2 * project_dim), nn.GLU(1)
         )
         self.fc = nn.Sequential(
-            nn.Linear(project_dim + num_classes, 2 * ngf * 4 * 4, bias=False),
-            nn.BatchNorm1d(2 * ngf * 4 * 4),
+            nn.Linear(project_dim + num_classes, 2 * chosen[0] * 4 * 4, bias=False),
+            nn.BatchNorm1d(2 * chosen[0] * 4 * 4),
             nn.GLU(1),
         )
-        blocks, width = [], ngf
-        for _ in range(num_up):
-            blocks.append(self._up_block(width, width // 2))
-            width //= 2
-        self.up = nn.Sequential(*blocks)
-        self.to_image = nn.Sequential(nn.Conv2d(width, channels, 3, 1, 1, bias=False), nn.Tanh())
+        self.up = nn.Sequential(*(self._up_block(a, b) for a, b in zip(chosen[:-1], chosen[1:])))
+        self.to_image = nn.Sequential(nn.Conv2d(chosen[-1], channels, 3, 1, 1, bias=False), nn.Tanh())
         self.apply(_init_layer)
 
     @staticmethod
@@ -182,7 +187,7 @@ class DiStyleGANGenerator(GeneratorSpace, PretrainedMixin, nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         code = torch.cat([self.project(z), self.condition(labels, z.dtype)], dim=1)
-        x = self.fc(code).view(-1, self.ngf, 4, 4)
+        x = self.fc(code).view(-1, self.widths[0], 4, 4)
         return self.to_image(self.up(x))
 
 
@@ -192,6 +197,7 @@ class DiStyleGANDiscriminator(PretrainedMixin, nn.Module):
     # training: NHWC pays for D (no BatchNorm; 6 % with bf16 on an AMX Xeon, measured), not for G
     prefers_channels_last = True
 
+    @register_to_config
     def __init__(
         self,
         num_classes: int = 10,
@@ -208,9 +214,6 @@ class DiStyleGANDiscriminator(PretrainedMixin, nn.Module):
             raise UserError("project_dim, ndf and channels must be >= 1")
         self.num_classes, self.project_dim, self.ndf = num_classes, project_dim, ndf
         self.resolution, self.channels = resolution, channels
-        self._set_config(
-            num_classes=num_classes, project_dim=project_dim, ndf=ndf, resolution=resolution, channels=channels
-        )
 
         widths = [channels, ndf, ndf, 2 * ndf, 4 * ndf]
         self.blocks = nn.ModuleList(

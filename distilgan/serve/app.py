@@ -16,11 +16,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import math
 import os
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ from distilgan.utils.labels import resolve_labels as resolve_labels_strict
 from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
 from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 from distilgan.utils.seeds import parse_seeds, z_for_seeds
+
+CRASH_LOG = logging.getLogger("distilgan.serve")  # uvicorn prints it with its own log lines
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 64 * 1024
@@ -279,7 +283,11 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, err: Exception) -> JSONResponse:
-        return error_response(500, f"internal error: {type(err).__name__}: {err}")
+        # The traceback goes to the server's log; the client learns only that it was our fault and
+        # which entry to look for (exception text can carry paths and internals).
+        incident = uuid.uuid4().hex[:12]
+        CRASH_LOG.error("internal error %s on %s %s", incident, request.method, request.url.path, exc_info=err)
+        return error_response(500, f"internal error (incident {incident}; the server log has the details)")
 
     @app.post(
         "/generate",

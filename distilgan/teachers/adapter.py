@@ -72,14 +72,6 @@ def apply_common(teacher: Teacher, opts: dict[str, Any]) -> None:
         )
 
 
-def finish_output(teacher: Teacher, images: np.ndarray) -> np.ndarray:
-    """float32 copy of the raw output, clipped to ``output_range`` when the ``clamp`` option is on."""
-    images = np.asarray(images, dtype=np.float32)
-    if teacher.clamp:
-        images = np.clip(images, teacher.output_range[0], teacher.output_range[1])
-    return images
-
-
 def torch_device(name: str) -> Any:
     import torch
 
@@ -210,13 +202,7 @@ class CallableTeacher(Teacher):
             return to_numpy(self.fn(zt, lt, **self.call_kwargs), self.spec or "the teacher")
 
     def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        parts = [
-            self._call(z[start : start + self.batch_size], labels[start : start + self.batch_size])
-            for start in range(0, len(z), self.batch_size)
-        ]
-        if not parts:
-            return np.zeros((0, self.channels, self.resolution, self.resolution), np.float32)
-        return finish_output(self, np.concatenate(parts) if len(parts) > 1 else parts[0])
+        return self._in_batches(z, labels, self.batch_size, self._call)
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:

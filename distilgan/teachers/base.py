@@ -59,6 +59,18 @@ class Teacher(abc.ABC):
     def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """float32 z (N, z_dim), int64 labels (N,) -> NCHW images in ``output_range``."""
 
+    def _in_batches(self, z: np.ndarray, labels: np.ndarray, batch_size: int,
+                    call: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        """The batching every adapter shares: split into ``batch_size`` rows, ``call`` each part,
+        concatenate, and clip to ``output_range`` when ``clamp`` is on; float32 NCHW."""
+        parts = [call(z[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(z), batch_size)]
+        if not parts:
+            return np.zeros((0, self.channels, self.resolution, self.resolution), np.float32)
+        images = np.asarray(np.concatenate(parts) if len(parts) > 1 else parts[0], dtype=np.float32)
+        if self.clamp:
+            images = np.clip(images, self.output_range[0], self.output_range[1])
+        return images
+
     @abc.abstractmethod
     def fingerprint(self) -> str:
         """sha256 of the weights (file or folder) so a manifest pins the exact teacher."""

@@ -25,8 +25,9 @@ import numpy as np
 
 from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher, require_file
-from distilgan.teachers.adapter import apply_common, finish_output, pick, take_options
+from distilgan.teachers.adapter import apply_common, pick, take_options
 from distilgan.utils.hashing import sha256_file
+from distilgan.utils.extras import need
 
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -46,6 +47,7 @@ def _hinted(name: str, hints: tuple[str, ...]) -> bool:
 
 def _embedding_rows(path: str, label_name: str) -> int | None:
     """Rows of the initializer table a Gather indexes with the label input (an nn.Embedding)."""
+    need("onnx")
     import onnx
 
     try:
@@ -64,6 +66,7 @@ def _embedding_rows(path: str, label_name: str) -> int | None:
 
 class OnnxTeacher(Teacher):
     def __init__(self, path: str, opts: dict[str, Any]) -> None:
+        need("onnxruntime")
         import onnxruntime as ort
 
         self.path = str(require_file(path, "ONNX teacher file"))
@@ -237,11 +240,7 @@ class OnnxTeacher(Teacher):
         return out
 
     def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        step = self.fixed_batch or self.batch_size
-        parts = [self._run(z[i : i + step], labels[i : i + step]) for i in range(0, len(z), step)]
-        if not parts:
-            return np.zeros((0, self.channels, self.resolution, self.resolution), np.float32)
-        return finish_output(self, np.concatenate(parts) if len(parts) > 1 else parts[0])
+        return self._in_batches(z, labels, self.fixed_batch or self.batch_size, self._run)
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:

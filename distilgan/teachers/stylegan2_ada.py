@@ -25,7 +25,6 @@ from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher, require_file
 from distilgan.teachers.adapter import (
     apply_common,
-    finish_output,
     module_fingerprint,
     take_options,
     to_numpy,
@@ -101,11 +100,7 @@ class StyleGAN2ADATeacher(Teacher):
         return to_numpy(images, self.spec or "the StyleGAN2-ADA generator")
 
     def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        parts = [self._call(z[i : i + self.batch_size], labels[i : i + self.batch_size])
-                 for i in range(0, len(z), self.batch_size)]
-        if not parts:
-            return np.zeros((0, self.channels, self.resolution, self.resolution), np.float32)
-        return finish_output(self, np.concatenate(parts) if len(parts) > 1 else parts[0])
+        return self._in_batches(z, labels, self.batch_size, self._call)
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:

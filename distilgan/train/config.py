@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from distilgan.errors import UserError
+from distilgan.utils.extras import need
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainConfig:
     metric_n: int = 1000
     metric_every: int | None = None  # steps; None: at every checkpoint
     metric_ref: str | None = None  # statistics .npz or dataset; None: the run's --real data, else its store
+    metric_classifier: str | None = None  # judge of the in-loop "ca" metric; None: cifar10-resnet56
     extra: dict[str, Any] = field(default_factory=dict)  # room for later objectives' settings
 
 
@@ -84,7 +86,8 @@ LEGACY_DEFAULTS = {"ema_buffers": "copy", "pixel_schedule": "step-linear"}
 # new end). Everything else changes the maths of the run, so a difference is an error.
 RESUME_FREE_KEYS = frozenset(
     {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "ckpt_every_steps", "grid_every", "log_every",
-     "epochs", "max_steps", "max_minutes", "precision", "channels_last", "store_in_memory", "ckpt_every_minutes", "ckpt_keep", "metrics", "metric_n", "metric_every", "metric_ref"}
+     "epochs", "max_steps", "max_minutes", "precision", "channels_last", "store_in_memory", "ckpt_every_minutes", "ckpt_keep", "metrics", "metric_n", "metric_every", "metric_ref",
+     "metric_classifier"}
 )
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
@@ -139,6 +142,7 @@ def normalise_keys(values: Mapping[str, Any], source: str, cls: type = TrainConf
 
 
 def load_yaml(path: str | Path, cls: type = TrainConfig) -> dict[str, Any]:
+    need("yaml")
     import yaml
 
     path = Path(path)
@@ -225,6 +229,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
+    need("yaml")
     import yaml
 
     from distilgan.utils.atomic import atomic_write_text

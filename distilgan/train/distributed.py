@@ -70,25 +70,31 @@ def _by_dtype(tensors: list[Tensor]) -> list[list[Tensor]]:
     return list(groups.values())
 
 
+def _flat(group: list[Tensor]) -> Tensor:
+    """One contiguous 1-D copy of same-dtype tensors (public ops: torch.cat of flattened views)."""
+    return torch.cat([t.reshape(-1) for t in group])
+
+
+def _unflat_into(flat: Tensor, group: list[Tensor]) -> None:
+    for tensor, piece in zip(group, flat.split([t.numel() for t in group])):
+        tensor.copy_(piece.view_as(tensor))
+
+
 def all_reduce_mean(tensors: list[Tensor], world_size: int) -> None:
     """Average tensors over ranks, one flat all-reduce per dtype."""
     import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     for group in _by_dtype(tensors):
-        flat = _flatten_dense_tensors(group)
+        flat = _flat(group)
         dist.all_reduce(flat)
         flat /= world_size
-        for tensor, averaged in zip(group, _unflatten_dense_tensors(flat, group)):
-            tensor.copy_(averaged)
+        _unflat_into(flat, group)
 
 
 def broadcast_from_main(tensors: list[Tensor]) -> None:
     import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     for group in _by_dtype(tensors):
-        flat = _flatten_dense_tensors(group)
+        flat = _flat(group)
         dist.broadcast(flat, 0)
-        for tensor, value in zip(group, _unflatten_dense_tensors(flat, group)):
-            tensor.copy_(value)
+        _unflat_into(flat, group)

@@ -38,6 +38,7 @@ from distilgan.train.distributed import DistContext
 from distilgan.train.losses import FEATURE_WEIGHTS, Objective, Terms, feature_l1
 from distilgan.utils.latent import model_classes, model_z_distribution  # what the model was trained on
 from distilgan.utils.noise import ZDistribution, balanced_labels, rng
+from distilgan.utils.extras import need
 
 # The stream deploy.finetune.input_batch has always drawn fine-tuning z from: with a normal z
 # distribution the loop sees the very batches the old fine-tuning loop saw.
@@ -197,6 +198,7 @@ def weights_digest(model: nn.Module, values: bool = True) -> str:
 # -- the discriminator of the run that made the student ---------------------------------------------
 def read_run_config(run: str | Path) -> dict[str, Any]:
     """RUN/config.yaml as a plain mapping (any version's keys; only a few are read)."""
+    need("yaml")
     import yaml
 
     path = Path(run) / "config.yaml"

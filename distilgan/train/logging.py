@@ -16,6 +16,7 @@ import numpy as np
 
 from distilgan.utils.atomic import atomic_write_text
 from distilgan.utils.images import float_to_uint8, make_grid, nchw_to_nhwc, save_png
+from distilgan.utils.extras import need
 
 LOG_NAME = "log.jsonl"
 GRID_DIR = "grids"
@@ -63,6 +64,7 @@ class RunLogger:
         self.jsonl = open(self.run_dir / LOG_NAME, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
+            need("tensorboard")
             from torch.utils.tensorboard import SummaryWriter
 
             purge = None if resume_step is None else resume_step + 1

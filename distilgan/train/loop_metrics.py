@@ -4,7 +4,8 @@ At a cadence (``metric_every`` steps, or at every checkpoint) the loop's inferen
 copy when EMA is on) generates ``metric_n`` class-balanced samples from one fixed set of z (drawn
 once per run from its seed and z distribution, so successive figures differ only by the weights),
 their Inception features are compared with a reference computed once and cached in
-``RUN/metrics/reference.npz`` (keyed by what it was made from), and one record per evaluation is
+``RUN/metrics/reference.npz`` (keyed by what it was made from) and, for ``ca``, a fixed classifier
+judges whether each sample shows its requested class; one record per evaluation is
 appended to ``RUN/metrics.jsonl``, with TensorBoard scalars ``metrics/<name>``. The first metric
 named decides the best snapshot, kept as ``RUN/best/`` (config.json + model.safetensors).
 
@@ -28,7 +29,8 @@ from torch import nn
 
 from distilgan.errors import UserError
 
-IN_LOOP_METRICS = ("kid", "fid")
+IN_LOOP_METRICS = ("kid", "fid", "ca")
+HIGHER_IS_BETTER = frozenset({"ca"})  # class agreement; the distances are lower-is-better
 METRICS_LOG = "metrics.jsonl"
 BEST_DIR = "best"
 REFERENCE_FILE = Path("metrics") / "reference.npz"
@@ -136,7 +138,7 @@ class LoopMetrics:
 
     def __init__(self, names: list[str], n: int, run_dir: str | Path, reference: Callable[[], ReferenceImages],
                  z_sampler: Callable[[np.random.Generator, int], np.ndarray], classes: list[int], seed: int,
-                 device: torch.device, batch_size: int = 100) -> None:
+                 device: torch.device, batch_size: int = 100, judge: str | None = None) -> None:
         if not names:
             raise ValueError("no metrics to compute")
         self.names, self.n, self.run_dir = names, int(n), Path(run_dir)
@@ -149,8 +151,21 @@ class LoopMetrics:
         self._reference_loader = reference
         self._network: Any = None
         self._reference: dict[str, Any] | None = None
+        self._judge_spec, self._judge = judge, None
         previous = [r for r in read_metrics(self.run_dir) if self.primary in r]
-        self.best: dict[str, Any] | None = min(previous, key=lambda r: r[self.primary]) if previous else None
+        self.best: dict[str, Any] | None = min(previous, key=self._rank) if previous else None
+
+    def _rank(self, record: dict[str, Any]) -> float:
+        """Sort key of a record: smaller is better for the primary metric."""
+        value = float(record[self.primary])
+        return -value if self.primary in HIGHER_IS_BETTER else value
+
+    def judge(self) -> tuple[Any, str]:
+        if self._judge is None:
+            from distilgan.metrics.class_agreement import DEFAULT_JUDGE, load_judge
+
+            self._judge = load_judge(self._judge_spec or DEFAULT_JUDGE, device=self.device)
+        return self._judge
 
     # -- the reference, computed once per run ---------------------------------------------------
     def network(self) -> Any:
@@ -216,10 +231,17 @@ class LoopMetrics:
         from distilgan.metrics.network import extract
 
         started = time.time()
-        reference = self.reference()
+        uses_features = any(name in self.names for name in ("kid", "fid"))
+        reference = self.reference() if uses_features else None
         images = self.generate(model)
-        features, _ = extract(self.network(), images, progress=False, desc="metrics")
+        features = extract(self.network(), images, progress=False, desc="metrics")[0] if uses_features else None
         record: dict[str, Any] = {"step": step, "epoch": epoch, "kimg": round(images_seen / 1000, 3)}
+        if "ca" in self.names:
+            from distilgan.metrics.class_agreement import class_agreement, judge_probs
+
+            judge, judge_name = self.judge()
+            agreement = class_agreement(judge_probs(judge, images), self.labels)
+            record.update(ca=agreement["class_agreement"], ca_per_class=agreement["class_agreement_per_class"])
         if "kid" in self.names:
             # subsets of half the samples: with subsets as large as the set every subset would be the
             # whole set and the spread over subsets would read 0
@@ -229,11 +251,14 @@ class LoopMetrics:
             record.update(kid=kid["kid"], kid_std=kid["kid_std"], kid_subset_size=subset)
         if "fid" in self.names:
             record["fid"] = fid_from_features(features, reference["mu"], reference["sigma"])
-        record["best"] = self.best is None or record[self.primary] < self.best[self.primary]
-        record["protocol"] = {"n": self.n, "reference": reference["description"],
-                              "reference_n": int(len(reference["features"])), "network": self.network().describe(),
-                              "labels": "class-balanced", "z": "fixed per run (seed, stream 0x3E7C)",
+        record["best"] = self.best is None or self._rank(record) < self._rank(self.best)
+        record["protocol"] = {"n": self.n, "labels": "class-balanced", "z": "fixed per run (seed, stream 0x3E7C)",
                               "kid_subsets": KID_SUBSETS if "kid" in self.names else None}
+        if uses_features:
+            record["protocol"].update(reference=reference["description"], reference_n=int(len(reference["features"])),
+                                      network=self.network().describe())
+        if "ca" in self.names:
+            record["protocol"]["ca_classifier"] = judge_name
         record["seconds"] = round(time.time() - started, 1)
         if record["best"]:
             self.best = record
@@ -252,7 +277,7 @@ class LoopMetrics:
             kept = [r for r in read_metrics(self.run_dir) if int(r.get("step", 0)) <= last_step]
             atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
             scored = [r for r in kept if self.primary in r]
-            self.best = min(scored, key=lambda r: r[self.primary]) if scored else None
+            self.best = min(scored, key=self._rank) if scored else None
 
     def summary(self) -> str | None:
         if self.best is None:

@@ -29,6 +29,9 @@ SHARED_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--metric-ref", "metric_ref", str,
      "reference of the in-loop metrics: a `distilgan stats` .npz, a store folder or a dataset "
      "(default: the run's real data, else its distillation set)"),
+    ("--metric-classifier", "metric_classifier", str,
+     "judge of the in-loop 'ca' (class agreement) metric: cifar10-resnet56 (default), a CIFAR ResNet .th file "
+     "or a classifier folder"),
 ]
 
 
@@ -36,7 +39,7 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
     for flag, key, kind, text in SHARED_OPTIONS:
         parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
     parser.add_argument("--metrics", dest="metrics", nargs="+", default=None, metavar="NAME",
-                        help="metrics inside the loop, kid and/or fid (the first chooses RUN/best/; default: none)")
+                        help="metrics inside the loop: kid, fid, ca (the first chooses RUN/best/; default: none)")
     parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                         help="NHWC activations (default: each network's preference: on for BigGAN, off for DiStyleGAN, "
                         "whose BatchNorm backward is slower in NHWC on CPU)")
@@ -55,9 +58,14 @@ def build_loop_metrics(config: Any, run_dir: Path, default_ref: str, z_sampler: 
     """The run's LoopMetrics, or None when no metric is asked for."""
     from distilgan.train.loop_metrics import LoopMetrics, parse_metrics, reference_loader
 
+    from distilgan.errors import UserError
+
     names = parse_metrics(config.metrics)
     if not names:
         return None
+    judge = getattr(config, "metric_classifier", None)
+    if judge and "ca" not in names:
+        raise UserError("--metric-classifier judges the in-loop 'ca' metric; add ca to --metrics or leave it out")
     spec = config.metric_ref or default_ref
     return LoopMetrics(names, config.metric_n, run_dir, reference_loader(spec, config.metric_n, seed=config.seed),
-                       z_sampler, classes, config.seed, device)
+                       z_sampler, classes, config.seed, device, judge=judge)

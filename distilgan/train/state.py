@@ -67,6 +67,26 @@ def save_state(state: dict[str, Any], path: str | Path) -> None:
         torch.save(state, tmp)
 
 
+def _state_problem(path: Path, err: Exception) -> str:
+    """What is wrong with a state file torch cannot load, in words: the real cause, not a class name."""
+    import zipfile
+
+    size = path.stat().st_size
+    detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    if size == 0:
+        return "the file is empty (a save was cut off before it wrote anything); resume from a copy or start again"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if head[:2] == b"PK":
+            return (f"the file is truncated ({size:,} bytes, its zip directory is missing: the save was cut off); "
+                    "resume from a copy or start again")
+        return f"not a torch.save file ({size:,} bytes, starts with {head!r}); is this the right path?"
+    if "weights_only" in detail or "Unsupported global" in detail:
+        return f"it holds objects a safe load refuses ({detail}); it was not written by distilgan"
+    return f"the file is damaged ({size:,} bytes; torch says: {detail})"
+
+
 def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -74,7 +94,7 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt or foreign file: a one-line message, not a traceback
-        raise UserError(f"cannot read training state {path}: {type(err).__name__} (the file is damaged)") from None
+        raise UserError(f"cannot read training state {path}: {_state_problem(path, err)}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path} is not a distilgan training state of format {STATE_FORMAT}")
     return state

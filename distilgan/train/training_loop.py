@@ -208,7 +208,10 @@ class Trainer:
             self.nonfinite_steps = 0  # a finite step ends the streak
         self.D.requires_grad_(self.train_d)
         self.step += 1
-        return {**terms, "lr_g": torch.tensor(self.config.lr_g * factor), "lr_d": torch.tensor(self.config.lr_d * factor)}
+        # Detached: the loop keeps terms until the next logged step, and an attached term would keep
+        # its whole autograd graph (activations of both networks) alive until then.
+        return {**{name: value.detach() for name, value in terms.items()},
+                "lr_g": torch.tensor(self.config.lr_g * factor), "lr_d": torch.tensor(self.config.lr_d * factor)}
 
     def reduce_terms(self, terms: dict[str, Tensor]) -> dict[str, float]:
         """Named terms as floats, averaged over ranks (one sync; call only on logged steps)."""

@@ -11,10 +11,34 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process umask without changing it: os.umask can only be read by setting it, and setting
+    it to 0 for a moment lets a file another thread creates then get world-writable permissions.
+    Linux reports it in /proc/self/status; elsewhere we read it once, at import, before threads."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _umask_at_import() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def process_umask() -> int:
+    return _read_umask()
+
+
+_umask = process_umask  # the name the writers below use
 
 
 def _fsync_dir(path: Path) -> None:

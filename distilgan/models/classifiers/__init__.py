@@ -19,10 +19,8 @@ from distilgan.models.classifiers.repvgg import RepVGG
 from distilgan.models.classifiers.resnet import CifarResNet, load_cifar_resnet_file
 from distilgan.models.classifiers.vgg import VGG
 
-# config.json "architecture" -> class
-CLASSIFIER_ARCHITECTURES: dict[str, type[Classifier]] = {
-    cls.__name__: cls for cls in (CifarResNet, VGG, MobileNetV2, ShuffleNetV2, RepVGG)
-}
+# the classifier architectures; distilgan.models.ARCHITECTURES (the one registry) lists them with the rest
+CLASSIFIER_CLASSES: tuple[type[Classifier], ...] = (CifarResNet, VGG, MobileNetV2, ShuffleNetV2, RepVGG)
 
 # zoo name -> (class, constructor arguments)
 CLASSIFIERS: dict[str, tuple[type[Classifier], dict[str, Any]]] = {
@@ -88,16 +86,19 @@ def load_classifier(name_or_path: str | os.PathLike, device: Any = "cpu") -> Cla
         path = path / "model"  # a train-classifier run folder
     folder = resolve_checkpoint(path)
     architecture = read_config(folder)["architecture"]
-    cls = CLASSIFIER_ARCHITECTURES.get(architecture)
-    if cls is None:
-        raise UserError(f"{folder} holds a {architecture}, not a classifier (known: {', '.join(CLASSIFIER_ARCHITECTURES)})")
+    from distilgan.models import ARCHITECTURES
+
+    cls = ARCHITECTURES.get(architecture)
+    if cls is None or not issubclass(cls, Classifier):
+        known = ", ".join(c.__name__ for c in CLASSIFIER_CLASSES)
+        raise UserError(f"{folder} holds a {architecture}, not a classifier (known: {known})")
     return cls.from_pretrained(folder, device=device)
 
 
 __all__ = [
     "CIFAR10_CLASSES",
     "CLASSIFIERS",
-    "CLASSIFIER_ARCHITECTURES",
+    "CLASSIFIER_CLASSES",
     "Classifier",
     "CifarResNet",
     "DEFAULT_MEAN",

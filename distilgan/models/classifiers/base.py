@@ -26,7 +26,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 
 class Classifier(PretrainedMixin, nn.Module):
-    """Base class: subclasses build layers after ``super().__init__`` and call ``_set_config``."""
+    """Base class: subclasses decorate ``__init__`` with ``register_to_config`` and build layers after
+    ``super().__init__`` (which records the normalised mean, std and class names)."""
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class Classifier(PretrainedMixin, nn.Module):
         self.std = [float(s) for s in std]
         names = class_names or (CIFAR10_CLASSES if num_classes == 10 else [str(i) for i in range(num_classes)])
         self.class_names = [str(n) for n in names]
+        self._config_override(**self.base_config())
 
     def base_config(self) -> dict:
         return {

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilgan.errors import UserError
+from distilgan.models.pretrained import register_to_config
 from distilgan.models.classifiers.base import DEFAULT_MEAN, DEFAULT_STD, Classifier, conv_bn
 
 
@@ -43,6 +44,7 @@ MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2)
 
 
 class MobileNetV2(Classifier):
+    @register_to_config
     def __init__(
         self,
         width: float = 1.0,
@@ -56,7 +58,6 @@ class MobileNetV2(Classifier):
         super().__init__(num_classes, resolution, mean, std, class_names)
         if not width > 0:
             raise UserError(f"MobileNetV2 width must be > 0, got {width}")
-        self._set_config(**self.base_config(), width=width, dropout=dropout)
         c_in = _round_channels(32 * width)
         layers: list[nn.Module] = [conv_bn(3, c_in, 3, 1)]
         for expansion, channels, blocks, stride in MOBILENETV2_STAGES:
@@ -112,6 +113,7 @@ SHUFFLENETV2_WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5
 
 
 class ShuffleNetV2(Classifier):
+    @register_to_config
     def __init__(
         self,
         width: float = 1.0,
@@ -124,7 +126,6 @@ class ShuffleNetV2(Classifier):
         super().__init__(num_classes, resolution, mean, std, class_names)
         if width not in SHUFFLENETV2_WIDTHS:
             raise UserError(f"ShuffleNetV2 width must be one of {sorted(SHUFFLENETV2_WIDTHS)}, got {width}")
-        self._set_config(**self.base_config(), width=width)
         *stage_channels, last = SHUFFLENETV2_WIDTHS[width]
         self.stem = conv_bn(3, 24, 3, 1)
         units: list[nn.Module] = []

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilgan.errors import UserError
+from distilgan.models.pretrained import register_to_config
 from distilgan.models.classifiers.base import DEFAULT_MEAN, DEFAULT_STD, Classifier, conv_bn
 
 # variant -> (blocks per stage, width multipliers a (stages 1-3) and b (last stage))
@@ -64,6 +65,7 @@ class RepVGGBlock(nn.Module):
 
 
 class RepVGG(Classifier):
+    @register_to_config
     def __init__(
         self,
         variant: str = "A0",
@@ -80,7 +82,7 @@ class RepVGG(Classifier):
             raise UserError(f"RepVGG variant must be one of {', '.join(REPVGG_VARIANTS)}, got {variant!r}")
         if not width > 0:
             raise UserError(f"RepVGG width must be > 0, got {width}")
-        self._set_config(**self.base_config(), variant=variant, width=width, deployed=bool(deployed))
+        self._config_override(deployed=bool(deployed))
         depths, a, b = REPVGG_VARIANTS[variant]
         a, b = a * width, b * width  # a narrower model of the same depth (CPU-sized CIFAR runs)
         widths = (min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b))

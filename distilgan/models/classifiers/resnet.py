@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilgan.errors import UserError
+from distilgan.models.pretrained import register_to_config
 from distilgan.models.classifiers.base import DEFAULT_MEAN, DEFAULT_STD, Classifier
 
 
@@ -44,6 +45,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(Classifier):
+    @register_to_config
     def __init__(
         self,
         depth: int = 20,
@@ -56,7 +58,6 @@ class CifarResNet(Classifier):
         super().__init__(num_classes, resolution, mean, std, class_names)
         if depth < 8 or (depth - 2) % 6:
             raise UserError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110), got {depth}")
-        self._set_config(**self.base_config(), depth=depth)
         blocks = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)

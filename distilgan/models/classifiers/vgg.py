@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from distilgan.errors import UserError
+from distilgan.models.pretrained import register_to_config
 from distilgan.models.classifiers.base import DEFAULT_MEAN, DEFAULT_STD, Classifier, conv_bn
 
 # channels per conv; "M" is a 2x2 max-pool
@@ -25,6 +26,7 @@ VGG_LAYOUTS = {
 
 
 class VGG(Classifier):
+    @register_to_config
     def __init__(
         self,
         depth: int = 11,
@@ -40,7 +42,6 @@ class VGG(Classifier):
             raise UserError(f"VGG depth must be one of {sorted(VGG_LAYOUTS)}, got {depth}")
         if not width > 0:
             raise UserError(f"VGG width must be > 0, got {width}")
-        self._set_config(**self.base_config(), depth=depth, width=width)
         layers: list[nn.Module] = []
         c_in = 3
         for item in VGG_LAYOUTS[depth]:

@@ -90,7 +90,8 @@ def machine_facts() -> dict:
     return {"cpu_model": model, "cpu_count": os.cpu_count(),
             "bf16_amx_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx")),
             "loadavg": [round(x, 2) for x in os.getloadavg()], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]), "python": platform.python_version()}
+            "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]), "python": platform.python_version(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}  # set: an ISA cap emulating another CPU
 
 
 def balanced(dataset, n: int, seed: int = 0):

@@ -319,7 +319,7 @@ def test_tsne_cli_on_images(cifar_features, cli, tmp_path):
     sets, _ = cifar_features
     _, _, images, _ = sets["test"]
     np.savez(tmp_path / "few.npz", images=images[:8], labels=np.arange(8) % 2)
-    code, out, err = cli("tsne", "--images", tmp_path / "few.npz", "--per-class", 4, "--iterations", 100,
+    code, out, err = cli("tsne", "--images", tmp_path / "few.npz", "--per-class", 4, "--iterations", 250,
                          "--batch-size", 8, "--out", tmp_path / "grid.png")
     assert code == 0, err
     assert Image.open(tmp_path / "grid.png").size == (96, 96)  # 3x3 cells of 32 px

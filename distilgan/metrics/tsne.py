@@ -1,8 +1,9 @@
-"""A small exact t-SNE (van der Maaten & Hinton 2008) in torch, and images laid on a grid by it.
+"""t-SNE maps of generated images: scikit-learn's Barnes-Hut t-SNE, and the images laid on a grid by it.
 
-Exact O(N^2) gradients are fine for the few thousand samples a class map needs (5,000 points:
-a 25M-entry matrix per step). Steps: PCA to 300 dimensions, perplexity-calibrated affinities
-(binary search on each row's precision), early exaggeration, momentum gradient descent.
+The embedding is scikit-learn's ``TSNE`` (van der Maaten 2014's Barnes-Hut approximation, O(N log N),
+PCA initialisation, automatic learning rate) on the features reduced to 300 dimensions by PCA, as
+is usual for Inception features. The grid layout (an optimal assignment of points to cells) and the
+pictures are ours.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import math
 from typing import Any
 
 import numpy as np
+
 from distilgan.utils.extras import need
+
+MIN_ITERATIONS = 250  # scikit-learn's minimum for max_iter
 
 
 def pca(features: np.ndarray, dims: int = 300) -> np.ndarray:
@@ -22,75 +26,20 @@ def pca(features: np.ndarray, dims: int = 300) -> np.ndarray:
     return (x @ vt[:dims].T).astype(np.float32)
 
 
-def _affinities(x: Any, perplexity: float) -> Any:
-    """Symmetric P with each row's conditional distribution at the given perplexity."""
-    import torch
-
-    n = len(x)
-    d = torch.cdist(x, x).pow_(2)
-    d.fill_diagonal_(float("inf"))
-    target = math.log(perplexity)
-    lo = torch.full((n, 1), 1e-20, dtype=x.dtype)
-    hi = torch.full((n, 1), 1e20, dtype=x.dtype)
-    beta = torch.ones((n, 1), dtype=x.dtype) / d[torch.isfinite(d)].median()
-    for _ in range(64):  # bisection in log space on every row at once
-        logits = -d * beta
-        p = torch.softmax(logits, dim=1)
-        entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(1, keepdim=True)
-        too_flat = entropy > target  # perplexity too high: sharpen (raise beta)
-        lo = torch.where(too_flat, beta, lo)
-        hi = torch.where(too_flat, hi, beta)
-        beta = torch.sqrt(lo * hi)
-    p = torch.softmax(-d * beta, dim=1)
-    return (p + p.T) / (2 * n)
-
-
 def tsne(
     features: np.ndarray, perplexity: float = 30.0, iterations: int = 750, seed: int = 0, progress: bool = True
 ) -> np.ndarray:
-    """(N, D) features -> (N, 2) embedding."""
-    import torch
-
+    """(N, D) features -> (N, 2) float64 embedding (``iterations`` >= 250; ``progress`` is accepted for
+    the callers' sake: scikit-learn reports no progress)."""
+    manifold = need("sklearn.manifold", "the t-SNE map")
     n = len(features)
     if n < 4:
         raise ValueError("t-SNE needs at least 4 points")
-    perplexity = min(perplexity, (n - 1) / 3)
-    threads = torch.get_num_threads()
-    if n < 2000:  # small matrices gain nothing from threads, and lose a lot on a busy machine
-        torch.set_num_threads(1)
-    try:
-        return _tsne(features, perplexity, iterations, seed, progress)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _tsne(features: np.ndarray, perplexity: float, iterations: int, seed: int, progress: bool) -> np.ndarray:
-    import torch
-    from distilgan.utils.progress import progress_bar
-
-    n = len(features)
-    x = torch.from_numpy(pca(features)).double()
-    p = _affinities(x, perplexity).float()
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randn(n, 2, generator=gen) * 1e-4
-    velocity = torch.zeros_like(y)
-    gains = torch.ones_like(y)
-    exaggeration_steps = min(250, iterations // 3)
-    learning_rate = max(n / 12.0, 50.0)
-    for step in progress_bar(range(iterations), desc="t-SNE", disable=not progress, leave=False):
-        exaggeration = 12.0 if step < exaggeration_steps else 1.0
-        momentum = 0.5 if step < exaggeration_steps else 0.8
-        num = 1.0 / (1.0 + torch.cdist(y, y).pow_(2))
-        num.fill_diagonal_(0.0)
-        q = num / num.sum()
-        weight = (exaggeration * p - q) * num  # dC/dy_i = 4 sum_j (p_ij - q_ij) num_ij (y_i - y_j)
-        grad = 4.0 * (weight.sum(1, keepdim=True) * y - weight @ y)
-        same_sign = torch.sign(grad) == torch.sign(velocity)
-        gains = torch.where(same_sign, gains * 0.8, gains + 0.2).clamp_min_(0.01)
-        velocity = momentum * velocity - learning_rate * gains * grad
-        y = y + velocity
-        y = y - y.mean(0)
-    return y.numpy().astype(np.float64)
+    if iterations < MIN_ITERATIONS:
+        raise ValueError(f"t-SNE needs at least {MIN_ITERATIONS} iterations, got {iterations}")
+    model = manifold.TSNE(n_components=2, perplexity=min(perplexity, (n - 1) / 3), max_iter=int(iterations),
+                          init="pca", learning_rate="auto", random_state=int(seed), method="barnes_hut")
+    return model.fit_transform(pca(features)).astype(np.float64)
 
 
 def grid_assignment(embedding: np.ndarray) -> tuple[np.ndarray, int]:

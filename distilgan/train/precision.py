@@ -15,6 +15,8 @@ import copy
 import time
 from pathlib import Path
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -46,31 +48,40 @@ def _first(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output  # type: ignore[return-value]
 
 
-def _time_step(G: nn.Module, D: nn.Module | None, precision: str, device: torch.device, batch: int, repeats: int) -> float:
-    """Seconds of one G forward + D forward/backward + G backward (the shape of a training step)."""
+def _step_timer(G: nn.Module, D: nn.Module | None, precision: str, device: torch.device, batch: int) -> Callable[[], float]:
+    """A function timing one G forward + D forward/backward + G backward (the shape of a training step)."""
     generator = torch.Generator().manual_seed(0)  # the probe never touches the run's random streams
     z = torch.randn(batch, int(G.z_dim), generator=generator).to(device)
     labels = torch.randint(int(G.num_classes), (batch,), generator=generator).to(device)
-    best = float("inf")
-    for i in range(repeats + 1):  # the first pass warms up kernels and caches
+    has_weights = D is not None and any(True for _ in D.parameters())
+
+    def one_step() -> float:
         start = time.perf_counter()
         with autocast(precision, device):
             images = G(z, labels)
-            has_weights = D is not None and any(True for _ in D.parameters())
             loss = (_first(D(images, labels)) if has_weights else images).float().mean()
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
+        return time.perf_counter() - start
+
+    return one_step
 
 
-def probe_speedup(G: nn.Module, D: nn.Module | None, device: torch.device, batch: int, repeats: int = 2) -> tuple[float, float]:
-    """(fp32 seconds, bf16 seconds) per probe step, measured on copies of G and D."""
+def probe_speedup(G: nn.Module, D: nn.Module | None, device: torch.device, batch: int, repeats: int = 3) -> tuple[float, float]:
+    """(fp32 seconds, bf16 seconds) per probe step, measured on copies of G and D: one warm-up step each,
+    then ``repeats`` steps of each *alternating*, the fastest of each kept, so that a change in the
+    machine's load (another job starting) hits both precisions alike instead of deciding the choice."""
     G, D = copy.deepcopy(G).train(), (copy.deepcopy(D).train() if D is not None else None)
     batch = max(2, min(batch, 64))
-    return (_time_step(G, D, "fp32", device, batch, repeats), _time_step(G, D, "bf16", device, batch, repeats))
+    timers = {name: _step_timer(G, D, name, device, batch) for name in ("fp32", "bf16")}
+    for timer in timers.values():  # warm-up: kernels, caches, oneDNN primitive creation
+        timer()
+    best = {name: float("inf") for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            best[name] = min(best[name], timer())
+    return best["fp32"], best["bf16"]
 
 
 def resolve_precision(requested: str, device: torch.device, G: nn.Module, D: nn.Module | None, batch: int) -> tuple[str, str]:

@@ -223,6 +223,23 @@ def test_precision_switch() -> None:
         resolve_config({"precision": "fp8"})
 
 
+def test_precision_probe_alternates_and_keeps_the_fastest(monkeypatch) -> None:
+    from distilgan.train import precision
+
+    calls: list[str] = []
+    # fp32 steps take 3 s, bf16 steps 1 s, except that the load rises for the 4th and 5th step timed
+    durations = iter([3.0, 1.0, 9.0, 9.0, 3.0, 1.0, 3.0, 1.0])
+
+    def fake_timer(G, D, name, device, batch):
+        return lambda: (calls.append(name), next(durations))[1]
+
+    monkeypatch.setattr(precision, "_step_timer", fake_timer)
+    G, D = tiny_models()
+    fp32, bf16 = precision.probe_speedup(G, D, torch.device("cpu"), 8, repeats=3)
+    assert calls == ["fp32", "bf16"] * 4  # warm-up pair, then three alternating pairs
+    assert (fp32, bf16) == (3.0, 1.0)  # the loaded pair does not decide
+
+
 def test_old_runs_resume_with_the_defaults_they_imply() -> None:
     saved = {k: v for k, v in TrainConfig().__dict__.items() if k not in ("ema_buffers", "pixel_schedule")}
     config = resolve_config({}, saved=saved)

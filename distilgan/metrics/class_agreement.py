@@ -66,7 +66,7 @@ def judge_probs(classifier: Any, images: np.ndarray, batch_size: int = 256) -> n
     """The classifier's softmax (N, classes) over uint8 NHWC images, in float64."""
     import torch
 
-    from distilgan.metrics.inception_score import softmax
+    from distilgan.metrics.inception_score import classifier_probs
 
     if images.ndim != 4 or images.dtype != np.uint8:
         raise UserError(f"class agreement needs uint8 NHWC images, got {images.dtype} {images.shape}")
@@ -74,12 +74,12 @@ def judge_probs(classifier: Any, images: np.ndarray, batch_size: int = 256) -> n
     if images.shape[1:3] != (expected, expected):
         raise UserError(f"images are {images.shape[1]}x{images.shape[2]}, the judging classifier takes {expected}x{expected}")
     device = next(classifier.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(classifier.preprocess(images[start : start + batch_size])).to(device)
-            out.append(softmax(classifier(x).double().cpu().numpy()))
-    return np.concatenate(out)
+
+    def logits(batch: np.ndarray) -> Any:  # float NCHW in [-1, 1], as classifier_probs passes it
+        with torch.inference_mode():
+            return classifier(classifier.normalize(torch.from_numpy(batch).to(device)))
+
+    return classifier_probs(images, logits, batch_size=batch_size)
 
 
 def class_agreement(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

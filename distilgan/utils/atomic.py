@@ -11,20 +11,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _read_umask() -> int:
-    """The process umask without changing it: os.umask can only be read by setting it, and setting
-    it to 0 for a moment lets a file another thread creates then get world-writable permissions.
-    Linux reports it in /proc/self/status; elsewhere we read it once, at import, before threads."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return _UMASK_AT_IMPORT
-
-
 def _umask_at_import() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -35,10 +21,17 @@ _UMASK_AT_IMPORT = _umask_at_import()
 
 
 def process_umask() -> int:
-    return _read_umask()
-
-
-_umask = process_umask  # the name the writers below use
+    """The process umask without changing it: os.umask can only be read by setting it, and setting
+    it even for a moment lets a file another thread creates then get the wrong permissions. Linux
+    reports it in /proc/self/status; elsewhere we use the value read once, at import, before threads."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
 
 
 def _fsync_dir(path: Path) -> None:
@@ -67,7 +60,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp makes 0600 files; give the result the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~process_umask())
     try:
         yield tmp
         if fsync:
@@ -104,7 +97,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    os.chmod(tmp, 0o777 & ~process_umask())  # mkdtemp makes 0700 folders
     old = path.parent / f".old-{path.name}"
     try:
         yield tmp

@@ -46,8 +46,7 @@ def _advanced_parameters(activation_ranges: str) -> Any:
 
 def to_openvino(classifier: Any) -> Any:
     """``openvino.Model`` of the classifier's forward (normalised NCHW in, logits out), batch dynamic."""
-    need("openvino")
-    import openvino as ov
+    ov = need("openvino")
     import torch
 
     model = classifier.reparameterize() if hasattr(classifier, "reparameterize") else classifier
@@ -58,8 +57,7 @@ def to_openvino(classifier: Any) -> Any:
 
 
 def compile_model(model: Any, threads: int | None = None) -> Any:
-    need("openvino")
-    import openvino as ov
+    ov = need("openvino")
 
     config = dict(COMPILE_CONFIG)
     if threads:
@@ -79,8 +77,7 @@ def _check_inputs(model: Any, inputs: np.ndarray) -> None:
 
 def quantize(model: Any, inputs: np.ndarray, fast_bias_correction: bool = True, activation_ranges: str = "mean-minmax") -> Any:
     """INT8 ``openvino.Model`` calibrated on ``inputs`` (normalised float32 NCHW)."""
-    need("nncf")
-    import nncf
+    nncf = need("nncf")
 
     _check_inputs(model, inputs)
     if len(inputs) == 0:
@@ -98,8 +95,7 @@ def quantize_with_accuracy_control(
 ) -> Any:
     """INT8 model whose accuracy on the validation images drops by at most ``max_drop_points``
     (percentage points); NNCF reverts the most harmful layers to FP32 until it holds."""
-    need("nncf")
-    import nncf
+    nncf = need("nncf")
 
     _check_inputs(model, inputs)
     if not max_drop_points >= 0:
@@ -161,8 +157,7 @@ def throughput(models: dict[str, Any], resolution: int, batch: int = 64, seconds
 
 def save_ir(model: Any, path: str | os.PathLike) -> Path:
     """Save an OpenVINO IR (``.xml`` + ``.bin``), weights as they are (no fp16 compression)."""
-    need("openvino")
-    import openvino as ov
+    ov = need("openvino")
 
     path = Path(path)
     ov.save_model(model, str(path), compress_to_fp16=False)
@@ -171,10 +166,8 @@ def save_ir(model: Any, path: str | os.PathLike) -> Path:
 
 def protocol(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Versions and settings every calibration result carries."""
-    need("nncf")
-    import nncf
-    need("openvino")
-    import openvino as ov
+    nncf = need("nncf")
+    ov = need("openvino")
     import torch
 
     return {
@@ -193,8 +186,7 @@ def quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``fn`` with NNCF's INFO logging and progress bars turned down (for loops over runs)."""
     import logging
 
-    need("nncf")
-    import nncf
+    nncf = need("nncf")
 
     logger = logging.getLogger("nncf")
     level = logger.level

@@ -108,8 +108,7 @@ def _bake_parametrizations(model: Any) -> Any:
 
 def export_onnx(model: Any, path: str | os.PathLike, batch: int | None = None, fp16: bool = False) -> Path:
     """Trace ``model`` to ONNX (TorchScript exporter): inputs z, labels; output images."""
-    need("onnx")
-    import onnx
+    onnx = need("onnx")
     import torch
 
     class _Half(torch.nn.Module):

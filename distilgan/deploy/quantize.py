@@ -130,8 +130,7 @@ class _ZLabelReader:
 
 
 def onnx_layer_names(path: str | Path) -> list[str]:
-    need("onnx")
-    import onnx
+    onnx = need("onnx")
 
     graph = onnx.load(str(path)).graph
     return [node.name for node in graph.node if node.op_type in QUANTIZED_ONNX_OPS]

@@ -69,8 +69,7 @@ def cache_problem(folder: Path, sha256: str) -> str | None:
 
 def _convert(folder: Path, sha256: str, source: str, load_module: Callable[[], Any]) -> None:
     """TorchScript module -> OpenVINO IR (FP32 weights) in ``folder``, written atomically."""
-    need("openvino")
-    import openvino as ov
+    ov = need("openvino")
     import torch
 
     from distilgan.metrics.network import INCEPTION_SIZE
@@ -115,8 +114,7 @@ def shared_core() -> Any:
     and thread arenas, and many of them (a network loaded per call) are a waste and a crash risk."""
     global _CORE
     if _CORE is None:
-        need("openvino")
-        import openvino as ov
+        ov = need("openvino")
 
         _CORE = ov.Core()
     return _CORE
@@ -126,8 +124,7 @@ class OpenVINORunner:
     """A compiled IR: float32 NCHW 299x299 batch -> float32 (N, 2048) features."""
 
     def __init__(self, xml: Path, precision: str, threads: int) -> None:
-        need("openvino")
-        import openvino as ov
+        ov = need("openvino")
 
         self.core = shared_core()
         model = self.core.read_model(str(xml))

@@ -47,8 +47,7 @@ def _hinted(name: str, hints: tuple[str, ...]) -> bool:
 
 def _embedding_rows(path: str, label_name: str) -> int | None:
     """Rows of the initializer table a Gather indexes with the label input (an nn.Embedding)."""
-    need("onnx")
-    import onnx
+    onnx = need("onnx")
 
     try:
         model = onnx.load(path, load_external_data=False)
@@ -66,8 +65,7 @@ def _embedding_rows(path: str, label_name: str) -> int | None:
 
 class OnnxTeacher(Teacher):
     def __init__(self, path: str, opts: dict[str, Any]) -> None:
-        need("onnxruntime")
-        import onnxruntime as ort
+        ort = need("onnxruntime")
 
         self.path = str(require_file(path, "ONNX teacher file"))
         self.batch_size = int(opts["batch_size"])

@@ -142,8 +142,7 @@ def normalise_keys(values: Mapping[str, Any], source: str, cls: type = TrainConf
 
 
 def load_yaml(path: str | Path, cls: type = TrainConfig) -> dict[str, Any]:
-    need("yaml")
-    import yaml
+    yaml = need("yaml")
 
     path = Path(path)
     if not path.is_file():
@@ -229,8 +228,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    need("yaml")
-    import yaml
+    yaml = need("yaml")
 
     from distilgan.utils.atomic import atomic_write_text
 

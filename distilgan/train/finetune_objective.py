@@ -198,8 +198,7 @@ def weights_digest(model: nn.Module, values: bool = True) -> str:
 # -- the discriminator of the run that made the student ---------------------------------------------
 def read_run_config(run: str | Path) -> dict[str, Any]:
     """RUN/config.yaml as a plain mapping (any version's keys; only a few are read)."""
-    need("yaml")
-    import yaml
+    yaml = need("yaml")
 
     path = Path(run) / "config.yaml"
     if not path.is_file():

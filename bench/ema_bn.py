@@ -35,7 +35,7 @@ def main() -> int:
 
     import yaml
 
-    from distilgan.data.store import DistillationStore
+    from distilgan.store import DistillationStore
     from distilgan.models import DiStyleGANGenerator
     from distilgan.train.ema import batchnorm_layers, recompute_batchnorm
     from distilgan.train.loop_metrics import LoopMetrics, reference_loader

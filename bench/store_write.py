@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distilgan.data.store import verify_store, write_store
+from distilgan.store import verify_store, write_store
 from distilgan.teachers.base import Teacher
 from distilgan.utils.atomic import atomic_write_json
 

@@ -47,7 +47,7 @@ BATCH = 128
 
 def make_store(folder: Path) -> Path:
     from distilgan.teachers.base import Teacher
-    from distilgan.data.store import write_store
+    from distilgan.store import write_store
 
     class Toy(Teacher):
         spec = "bench:toy"

@@ -375,8 +375,8 @@ def test_in_memory_store_batches_equal_the_streamed_ones(store: Path, workers: i
 
 
 def test_stream_sample_order_matches_iteration_with_a_small_pool(store: Path) -> None:
-    from distilgan.data.store import DistillationStore
-    from distilgan.data.store_stream import StoreStream
+    from distilgan.store import DistillationStore
+    from distilgan.store.stream import StoreStream
 
     z_all = DistillationStore.open(store).load_all()[0]
     for rank, world in ((0, 1), (1, 2)):
@@ -493,7 +493,7 @@ def test_teacher_features_come_from_d_before_its_update() -> None:
 
 
 def test_distilled_student_records_its_z_distribution_classes_and_teacher(store: Path, tmp_path: Path, cli) -> None:
-    from distilgan.data.store import DistillationStore
+    from distilgan.store import DistillationStore
     from distilgan.models import load_pretrained
 
     code, out, err = cli("distill", "--data", store, "--out", tmp_path / "run", "--max-steps", "1", *TINY)

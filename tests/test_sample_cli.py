@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distilgan.data.store import DistillationStore, shard_name
+from distilgan.store import DistillationStore, shard_name
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from distilgan.data.store import (
+from distilgan.store import (
     DistillationStore,
     read_npz,
     resolve_classes,
@@ -268,7 +268,7 @@ def test_verify_names_each_problem(tmp_path: Path) -> None:
 def _stream_ids(store_dir: Path, real_workers: bool = False, **kwargs) -> list[float]:
     """One rank's epoch with 2 DataLoader workers (real processes, or simulated in this process);
     samples are identified by their z[0]."""
-    from distilgan.data import store_stream
+    from distilgan.store import stream as store_stream
 
     epoch = kwargs.pop("epoch", 0)
     stream = store_stream.StoreStream(store_dir, **kwargs)
@@ -283,7 +283,7 @@ def _stream_ids(store_dir: Path, real_workers: bool = False, **kwargs) -> list[f
 
         script = (
             "import json, sys, torch\n"
-            "from distilgan.data.store_stream import StoreStream\n"
+            "from distilgan.store.stream import StoreStream\n"
             "kw = json.loads(sys.argv[2]); epoch = kw.pop('epoch')\n"
             "stream = StoreStream(sys.argv[1], **kw); stream.set_epoch(epoch)\n"
             "ids = []\n"
@@ -333,7 +333,7 @@ def test_stream_every_sample_once_across_ranks_and_workers(tmp_path: Path) -> No
 
 
 def test_stream_values_and_unshuffled_order(tmp_path: Path) -> None:
-    from distilgan.data.store_stream import StoreStream
+    from distilgan.store.stream import StoreStream
     from distilgan.utils.images import uint8_to_float
 
     out = tmp_path / "set"

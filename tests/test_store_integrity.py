@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distilgan.data import store_read
-from distilgan.data.store import DistillationStore, read_npz, shard_name, verify_store, write_npz, write_store
+from distilgan.store import reader as store_read
+from distilgan.store import DistillationStore, read_npz, shard_name, verify_store, write_npz, write_store
 from distilgan.errors import UserError
 from distilgan.teachers.base import Teacher
 
@@ -174,7 +174,7 @@ def test_distill_refuses_a_tampered_store_and_the_flag_skips(store: Path, tmp_pa
 def test_worker_error_is_unwrapped_to_its_one_line() -> None:
     from torch._utils import ExceptionWrapper
 
-    from distilgan.data.store_stream import unwrap_worker_error
+    from distilgan.store.stream import unwrap_worker_error
 
     try:
         raise UserError("unreadable shard x.npz: bad zip (run distilgan verify S)")

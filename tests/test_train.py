@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from distilgan.cli import main as distilgan_main
-from distilgan.data.store import write_store
+from distilgan.store import write_store
 from distilgan.teachers.base import Teacher
 from distilgan.train.config import TrainConfig, load_yaml, resolve_config
 from distilgan.train.ema import EMA

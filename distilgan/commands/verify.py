@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distilgan.data.store import MANIFEST, load_manifest, verify_store
+    from distilgan.store import MANIFEST, load_manifest, verify_store
 
     root = Path(args.dir)
     if not root.exists():

@@ -1,4 +1,4 @@
-"""Data: real datasets (``datasets``, ``cifar10``) and the distillation-set store (``store``).
+"""Data: real datasets (``datasets``, ``cifar10``, ``image_files``); distillation sets live in ``distilgan.store``.
 
 ``from distilgan.data import open_dataset`` is the entry point for real images; it needs only numpy
 and Pillow, so importing this package stays cheap.

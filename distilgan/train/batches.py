@@ -95,6 +95,29 @@ def _worker_context(workers: int) -> Any:
     return None
 
 
+def _wait_for_all_workers(barrier: Any, worker_id: int) -> None:
+    """``worker_init_fn``: no worker reads a shard before every worker has started. A worker whose
+    shard is bad would otherwise end the run while another is still unpickling its queues in the fork
+    server; their semaphores are gone with the parent and that worker prints a traceback."""
+    import threading
+
+    try:
+        barrier.wait(timeout=600)
+    except threading.BrokenBarrierError:  # a worker died starting: torch reports it
+        pass
+
+
+def _worker_start(workers: int) -> dict[str, Any]:
+    """DataLoader arguments starting ``workers`` worker processes safely (none when 0)."""
+    import functools
+
+    context = _worker_context(workers)
+    if context is None:
+        return {}
+    return {"multiprocessing_context": context,
+            "worker_init_fn": functools.partial(_wait_for_all_workers, context.Barrier(workers))}
+
+
 class StoreBatches:
     """Distillation batches (z, labels, teacher_images) from a store, plus real ones if given.
 
@@ -104,14 +127,14 @@ class StoreBatches:
     processes competing for the cores, no per-sample collate, no loader rebuilt every epoch.
 
     Both paths check each shard's sha256 against the manifest when it is first read (``verify``;
-    None: the process default, see ``store_read.set_shard_checks``): the in-memory one once, as it
+    None: the process default, see ``distilgan.store.reader.set_shard_checks``): the in-memory one once, as it
     loads; the streaming one in the DataLoader workers, every epoch until a single-process run has
     streamed a whole epoch (each worker is a fresh process, so it cannot keep what it checked).
     """
 
     def __init__(self, store_dir: str, batch_size: int, seed: int, dist: DistContext, workers: int = 0,
                  real: RealSampler | None = None, in_memory: bool | None = None, verify: bool | None = None) -> None:
-        from distilgan.data.store import DistillationStore
+        from distilgan.store import DistillationStore
 
         if batch_size % dist.world_size:
             raise UserError(f"--batch-size {batch_size} must be divisible by the {dist.world_size} processes")
@@ -130,7 +153,7 @@ class StoreBatches:
         self._all_checked = False  # every shard passed its check in this process's workers
 
     def _memory_batches(self, epoch: int, skip: int) -> Iterator[dict[str, Tensor]]:
-        from distilgan.data.store_stream import StoreStream
+        from distilgan.store.stream import StoreStream
 
         if self._arrays is None:
             self._arrays = self.store.load_all()
@@ -155,14 +178,14 @@ class StoreBatches:
             return
         from torch.utils.data import DataLoader
 
-        from distilgan.data.store_stream import StoreStream, unwrap_worker_error
+        from distilgan.store.stream import StoreStream, unwrap_worker_error
 
         stream = StoreStream(self.store_dir, shuffle=True, seed=self.seed, rank=self.dist.rank,
                              world_size=self.dist.world_size, verify=self.verify and not self._all_checked)
         stream.set_epoch(epoch)
         cuda = self.dist.device.type == "cuda"
         loader = DataLoader(stream, batch_size=self.local, num_workers=self.workers, pin_memory=cuda,
-                            persistent_workers=False, multiprocessing_context=_worker_context(self.workers))
+                            persistent_workers=False, **_worker_start(self.workers))
         pieces = _rechunk(loader, self.local)
         for index in range(self.steps_per_epoch + 1):
             try:

@@ -88,7 +88,7 @@ def reference_loader(spec: str, n: int, seed: int = 0) -> Callable[[], Reference
                 features = features[np.sort(rng(seed, 0x5E1).choice(len(features), n, replace=False))]
             return PrecomputedReference(features, {"kind": "statistics", "path": str(spec), "n": int(len(features))})
         if path.is_dir() and (path / "manifest.json").is_file():
-            from distilgan.data.store import DistillationStore
+            from distilgan.store import DistillationStore
 
             store = DistillationStore.open(path)
             images = store_images(store, n)

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from distilgan.data.store import DistillationStore
+from distilgan.store.reader import DistillationStore
 from distilgan.errors import UserError
 from distilgan.utils.images import uint8_to_float, nhwc_to_nchw
 from distilgan.utils.noise import rng

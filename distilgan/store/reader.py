@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from distilgan.data.store_format import (
+from distilgan.store.format import (
     ARRAYS,
     MANIFEST,
     class_counts,

@@ -28,27 +28,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from distilgan import __version__
-from distilgan.data.store_format import (  # noqa: F401  (re-exported: the store API in one place)
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    LOCK,
-    ENTRY_PREFIX,
-    MANIFEST,
-    clear_entries,
-    class_counts,
-    load_manifest,
-    plan_shards,
-    read_entries,
-    read_npz,
-    resolve_classes,
-    shard_name,
-    write_npz,
-)
-from distilgan.data.store_read import (  # noqa: F401  (the store API in one place)
-    DistillationStore,
-    set_shard_checks,
-    verify_store,
-)
+from distilgan.store.format import (ENTRY_PREFIX, FORMAT_NAME, FORMAT_VERSION, LOCK, MANIFEST, class_counts,
+                                    clear_entries, load_manifest, plan_shards, read_entries, resolve_classes,
+                                    shard_name, write_npz)
 from distilgan.errors import UserError
 from distilgan.teachers.base import check_not_flat
 from distilgan.utils.atomic import atomic_path
@@ -347,13 +329,13 @@ def write_store(
     ``z_distribution`` records it for the student. The teacher
     runs in this thread, a second thread quantises its batches and a third saves the previous shard,
     so at most two shards are in memory. With a distributed ``dist`` (a DistContext of several ranks)
-    the shards are split over the ranks (``store_distributed.py``); the bytes are the same.
+    the shards are split over the ranks (``store/distributed.py``); the bytes are the same.
     """
     settings, class_list, z_distribution = _prepare(teacher, per_class, classes, seed, shard_size, batch_size,
                                                     truncation, device, truncation_kind)
     out_dir = Path(out_dir)
     if dist is not None and dist.distributed:
-        from distilgan.data.store_distributed import write_store_ranks
+        from distilgan.store.distributed import write_store_ranks
 
         return write_store_ranks(teacher, out_dir, settings, class_list, z_distribution, dist, progress, overwrite, stats)
     _prepare_folder(out_dir, overwrite)

@@ -1,6 +1,6 @@
 """The distillation-set format: file names, byte-stable npz shards, classes, shard plan, manifest.
 
-Shared by the writer (store.py) and the readers (store_read.py, store_stream.py); see docs/store.md.
+Shared by the writer (writer.py) and the readers (reader.py, stream.py); see docs/store.md.
 """
 
 from __future__ import annotations

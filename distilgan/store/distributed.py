@@ -44,9 +44,9 @@ def write_store_ranks(teacher: Any, out_dir: Path, settings: dict[str, Any], cla
     """Rank ``dist_ctx.rank``'s part of ``write_store`` (every rank calls it, with the same arguments)."""
     import torch.distributed as dist
 
-    from distilgan.data.store import (_exclusive, _manifest, _prepare_folder, _resume_state, _sample_plan,
+    from distilgan.store.writer import (_exclusive, _manifest, _prepare_folder, _resume_state, _sample_plan,
                                       _write_manifest, clear_entries, plan_shards)
-    from distilgan.data.store_format import write_entry
+    from distilgan.store.format import write_entry
 
     rank, world = dist_ctx.rank, dist_ctx.world_size
     with contextlib.ExitStack() as hold:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine_facts  # noqa: E402
 
-from distilgan.train.config import TrainConfig  # noqa: E402
+from distilgan.train.config import LoopConfig  # noqa: E402
 from distilgan.train.distributed import DistContext  # noqa: E402
 from distilgan.train.training_loop import Trainer  # noqa: E402
 from distilgan.utils.atomic import atomic_write_json  # noqa: E402
@@ -82,7 +82,7 @@ def student_trainer(path: str, store: Path, real: tuple[np.ndarray, np.ndarray])
     objective = DistillationObjective(G, D, z_dim=G.z_dim, num_classes=G.num_classes)
     dist = DistContext()
     before = path == "before"
-    config = TrainConfig(batch_size=BATCH, precision="fp32" if before else "auto", channels_last=False if before else None)
+    config = LoopConfig(batch_size=BATCH, precision="fp32" if before else "auto", channels_last=False if before else None)
     sampler = RealSampler(real[0], real[1], BATCH, 0, dist)
     source = StoreBatches(str(store), BATCH, 0, dist, workers=2 if before else 0, real=sampler, in_memory=not before)
     return Trainer(config, G, D, objective, source, dist=dist), source
@@ -99,7 +99,7 @@ def teacher_trainer(path: str, real: tuple[np.ndarray, np.ndarray]) -> tuple[Tra
     objective = GANObjective(G, D, z_dim=128, num_classes=10, d_steps=4)
     dist = DistContext()
     before = path == "before"
-    config = TrainConfig(batch_size=BATCH, beta1=0.0, precision="fp32" if before else "auto",
+    config = LoopConfig(batch_size=BATCH, beta1=0.0, precision="fp32" if before else "auto",
                          channels_last=False if before else None)
     return Trainer(config, G, D, objective, RealBatches(real[0], real[1], BATCH, 0, dist, mirror=True), dist=dist), None
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from distilgan.errors import UserError
-from distilgan.train.config import TrainConfig, legacy_notice, resolve_config
+from distilgan.train.config import LoopConfig, config_to_dict, legacy_notice, resolve_run_config
 from distilgan.train.ema import EMA, recompute_batchnorm
 from distilgan.train.losses import DistillationObjective
 from distilgan.train.precision import autocast, resolve_precision
@@ -104,10 +104,10 @@ def test_recompute_batchnorm_estimates_the_models_own_statistics() -> None:
 def test_trainer_ships_recomputed_statistics_only_when_asked() -> None:
     G, D = tiny_models()
     objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES)
-    averaged = Trainer(TrainConfig(ema_buffers="average"), G, D, objective)
+    averaged = Trainer(LoopConfig(ema_buffers="average"), G, D, objective)
     assert averaged.shipped_model() is averaged.ema.shadow
     G2, D2 = tiny_models()
-    recomputing = Trainer(TrainConfig(ema_buffers="recompute"), G2, D2,
+    recomputing = Trainer(LoopConfig(ema_buffers="recompute"), G2, D2,
                           DistillationObjective(G2, D2, z_dim=Z_DIM, num_classes=CLASSES))
     shipped = recomputing.shipped_model()
     assert shipped is not recomputing.ema.shadow
@@ -133,7 +133,7 @@ def test_trainer_grid_uses_the_stores_classes_and_z_distribution() -> None:
     G, D = tiny_models()
     objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES)
     dist = ZDistribution("truncated", 0.25)
-    trainer = Trainer(TrainConfig(grid_columns=2), G, D, objective, classes=[1, 2],
+    trainer = Trainer(LoopConfig(grid_columns=2), G, D, objective, classes=[1, 2],
                       z_sampler=lambda g, n: dist.sample(g, n, Z_DIM))
     z, labels = trainer.grid_inputs()
     assert labels.tolist() == [1, 1, 2, 2] and float(np.abs(z).max()) <= 0.25
@@ -153,7 +153,7 @@ def test_lambda_pixel_schedules() -> None:
                                    pixel_schedule="step-linear", pixel_decay=0.01)
     assert round(legacy.lambda_pixel_at(10), 6) == 0.1
     with pytest.raises(UserError, match="pixel_schedule 'cosine' does not exist"):
-        resolve_config({"pixel_schedule": "cosine"})
+        resolve_run_config("distill", {"pixel_schedule": "cosine"})
 
 
 # -- 4. separate G passes -----------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class NaNObjective:
 
 def test_nonfinite_gradients_are_zeroed_and_a_lasting_nan_stops_with_the_step() -> None:
     G, D = tiny_models()
-    trainer = Trainer(TrainConfig(ema=False), G, D, NaNObjective(G, D, good=2))
+    trainer = Trainer(LoopConfig(ema=False), G, D, NaNObjective(G, D, good=2))
     batch = fixed_batch()
     trainer.train_step(batch)
     trainer.train_step(batch)
@@ -220,7 +220,7 @@ def test_precision_switch() -> None:
         total, terms = objective.generator_loss(fixed_batch(), step=0)
     assert total.dtype == torch.float32 and all(t.dtype == torch.float32 for t in terms.values())
     with pytest.raises(UserError, match="precision 'fp8' does not exist"):
-        resolve_config({"precision": "fp8"})
+        resolve_run_config("distill", {"precision": "fp8"})
 
 
 def test_precision_probe_alternates_and_keeps_the_fastest(monkeypatch) -> None:
@@ -241,12 +241,21 @@ def test_precision_probe_alternates_and_keeps_the_fastest(monkeypatch) -> None:
 
 
 def test_old_runs_resume_with_the_defaults_they_imply() -> None:
-    saved = {k: v for k, v in TrainConfig().__dict__.items() if k not in ("ema_buffers", "pixel_schedule")}
-    config = resolve_config({}, saved=saved)
-    assert config.ema_buffers == "copy" and config.pixel_schedule == "step-linear"
+    from distilgan.train.config import kind_defaults
+
+    # a flat config.yaml of the one-class era: every key of every kind, three keys it predates
+    flat = {**kind_defaults("distill"), **kind_defaults("train-teacher")}
+    saved = {k: v for k, v in flat.items() if k not in ("ema_buffers", "pixel_schedule", "ema_kimg")}
+    saved.update(ema_decay=0.999)
+    config = resolve_run_config("distill", {}, saved=saved)
+    assert config.loop.ema_buffers == "copy" and config.objective.pixel_schedule == "step-linear"
+    assert config.loop.ema_kimg is None and config.loop.ema_decay == 0.999  # the fixed decay it had
     notice = legacy_notice(saved)
     assert notice is not None and "ema_buffers=copy" in notice and "pixel_schedule=step-linear" in notice
-    assert legacy_notice(TrainConfig().__dict__) is None
+    # a teacher run of that era recorded distillation keys: they are dropped, not refused
+    teacher = resolve_run_config("train-teacher", {}, saved=saved)
+    assert not hasattr(teacher.objective, "lambda_pixel") and teacher.objective.d_steps == 4
+    assert legacy_notice(config_to_dict(resolve_run_config("distill", {}))) is None
 
 
 # -- 9. pinned to the references ----------------------------------------------------------------------
@@ -354,8 +363,15 @@ for epoch in (0, 1):
     for x, y in zip(a, b):
         for key in ("z", "labels", "teacher_images"):
             assert torch.equal(x[key], y[key]), (epoch, key)
+full = list(streamed.batches(1))
 skipped = list(memory.batches(1, skip=4))
-assert len(skipped) == 2 and torch.equal(skipped[0]["z"], list(streamed.batches(1))[4]["z"])
+assert len(skipped) == 2 and torch.equal(skipped[0]["z"], full[4]["z"])
+# a resumed streamed epoch: the workers pass over whole rounds, the rest is dropped; same batches after
+for skip in (1, 2, 3, 5):
+    resumed = list(streamed.batches(1, skip=skip))
+    assert len(resumed) == 6 - skip, (skip, len(resumed))
+    for x, y in zip(resumed, full[skip:]):
+        assert all(torch.equal(x[key], y[key]) for key in ("z", "labels", "teacher_images")), skip
 print("same order")
 """
 
@@ -470,7 +486,7 @@ def test_teacher_features_come_from_d_before_its_update() -> None:
     the D step, before D's optimiser step."""
     G, D = tiny_models(seed=5)
     objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, gstep=1000)
-    trainer = Trainer(TrainConfig(ema=False, lr_d=0.05, precision="fp32"), G, D, objective)
+    trainer = Trainer(LoopConfig(ema=False, lr_d=0.05, precision="fp32"), G, D, objective)
     batch = fixed_batch()
     seen = {}
     original = objective.generator_loss

@@ -355,3 +355,24 @@ def test_stream_values_and_unshuffled_order(tmp_path: Path) -> None:
                 seen.extend(range(sum(stream.store.shard_counts()[:shard]) + lo,
                                   sum(stream.store.shard_counts()[:shard]) + hi))
     assert sorted(seen) == list(range(12))
+
+
+def test_resumed_epoch_skips_in_the_workers_without_reading_or_converting(tmp_path: Path, monkeypatch) -> None:
+    from distilgan.store import stream as store_stream
+
+    out = tmp_path / "set"
+    make_set(out, per_class=8, shard_size=4)  # 32 samples, 8 shards
+    stream = store_stream.StoreStream(out, shuffle=False)
+    # 2 workers of 16 samples, batches of 4: 5 done batches = 2 whole rounds in the workers + 4 samples after
+    assert stream.plan_skip(5, 4, 2) == (8, 4)
+    assert stream.plan_skip(1, 4, 2) == (0, 4)  # under one round: all of it after
+    assert stream.plan_skip(7, 4, 0) == (28, 0)  # no workers: one stream, skipped at the source
+    full = list(stream)
+    read, converted = [], []
+    real_read, real_convert = stream.store.read_shard, store_stream.uint8_to_float
+    monkeypatch.setattr(stream.store, "read_shard", lambda i: (read.append(i), real_read(i))[1])
+    monkeypatch.setattr(store_stream, "uint8_to_float", lambda x: (converted.append(len(x)), real_convert(x))[1])
+    stream.set_epoch(0, skip_per_worker=10)
+    rest = list(stream)
+    assert [float(z[0]) for z, _, _ in rest] == [float(z[0]) for z, _, _ in full[10:]]
+    assert read == list(range(2, 8)) and sum(converted) == 22  # shards 0-1 unread, the 2 skipped of shard 2 unconverted

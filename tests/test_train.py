@@ -19,7 +19,7 @@ import torch
 from distilgan.cli import main as distilgan_main
 from distilgan.store import write_store
 from distilgan.teachers.base import Teacher
-from distilgan.train.config import TrainConfig, load_yaml, resolve_config
+from distilgan.train.config import LoopConfig, load_yaml, resolve_run_config
 from distilgan.train.ema import EMA
 from distilgan.train.logging import read_log
 from distilgan.train.losses import FEATURE_WEIGHTS, DistillationObjective, feature_l1
@@ -134,7 +134,7 @@ def test_student_learns_the_teacher_on_a_fixed_batch() -> None:
 
     G, D = tiny_models()
     objective = DistillationObjective(G, D, z_dim=Z_DIM, num_classes=CLASSES, lambda_pixel=1.0)
-    trainer = Trainer(TrainConfig(lr_g=2e-3, lr_d=2e-4), G, D, objective)
+    trainer = Trainer(LoopConfig(lr_g=2e-3, lr_d=2e-4), G, D, objective)
     teacher = TinyTeacher()
     z = np.random.default_rng(1).standard_normal((12, Z_DIM)).astype(np.float32)
     labels = np.arange(12) % CLASSES
@@ -176,13 +176,13 @@ def test_config_precedence_and_errors(tmp_path: Path) -> None:
 
     config_file = tmp_path / "c.yaml"
     config_file.write_text("lr-g: 1.0e-3\nbatch_size: 64\nema: false\n")
-    config = resolve_config({"batch_size": 32, "gstep": None}, load_yaml(config_file))
-    assert (config.lr_g, config.batch_size, config.ema, config.gstep) == (1e-3, 32, False, TrainConfig().gstep)
+    config = resolve_run_config("distill", {"batch_size": 32, "gstep": None}, load_yaml(config_file))
+    assert (config.loop.lr_g, config.loop.batch_size, config.loop.ema, config.objective.gstep) == (1e-3, 32, False, 10)
     config_file.write_text("learning_rate: 1\n")
     with pytest.raises(UserError, match="learning_rate"):
         load_yaml(config_file)
     with pytest.raises(UserError, match="beta1"):
-        resolve_config({"beta1": 1.5})
+        resolve_run_config("distill", {"beta1": 1.5})
 
 
 # -- distilgan distill -------------------------------------------------------------------------------

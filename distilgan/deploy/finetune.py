@@ -113,12 +113,12 @@ def distil(
     With ``run_dir`` the loop writes its run folder (config.yaml, log.jsonl, tb/, grids/,
     checkpoints/, state/state.pt) and ``resume`` continues it exactly; without, the same steps run
     with no files. ``ema`` ships the EMA copy (its weights end in ``student``); ``metrics`` (names,
-    needs ``run_dir`` and a ``metric_ref``) are evaluated in the loop. ``options``: more TrainConfig
+    needs ``run_dir`` and a ``metric_ref``) are evaluated in the loop. ``options``: more loop config
     keys, applied as given (e.g. precision, ema_buffers, log_every, ckpt_every_steps, metric_ref,
     lr_decay_start=None for a constant LR).
     """
     from distilgan.errors import UserError
-    from distilgan.train.config import check_resume_compatible, resolve_config, save_config
+    from distilgan.train.config import build, check_resume_compatible, save_config
     from distilgan.train.distributed import DistContext
     from distilgan.train.finetune_objective import (
         STEPS_PER_EPOCH, FinetuneObjective, NoiseBatches, model_classes, model_z_distribution)
@@ -147,7 +147,7 @@ def distil(
         "precision": "fp32", "extra": {"finetune": objective.settings()},
     }
     values.update(options or {})
-    config = resolve_config({}, values)  # validated like any run's config; `extra` says what is fine-tuned
+    config = build("finetune", values)  # validated like any run's config; `extra` says what is fine-tuned
     state = None
     if run_path is not None and (run_path / STATE_PATH).exists():
         if not resume:
@@ -173,13 +173,13 @@ def distil(
         return z_distribution.sample(generator, n, z_dim)
 
     loop_metrics = None
-    if config.metrics:
+    if config.loop.metrics:
         if run_path is None:
             raise UserError("in-loop metrics write into a fine-tuning run folder (add --finetune-out DIR)")
-        if not config.metric_ref:
+        if not config.loop.metric_ref:
             raise UserError("in-loop metrics need a reference (add --metric-ref STATS.npz|STORE|DATASET, or --run RUN "
                             "to use that run's data)")
-        loop_metrics = build_loop_metrics(config, run_path, config.metric_ref, z_sampler, classes, device)
+        loop_metrics = build_loop_metrics(config.loop, run_path, config.loop.metric_ref, z_sampler, classes, device)
     trainer = Trainer(config, student, objective.D, objective, source, run_path, dist, name=desc,
                       z_sampler=z_sampler, metrics=loop_metrics, classes=classes)
     if state is not None:

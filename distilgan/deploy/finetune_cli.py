@@ -1,6 +1,6 @@
 """The fine-tuning options `distilgan prune` and `distilgan qat` share: which loss (``--run``,
 ``--feature-weight``), the fine-tuning run folder (``--finetune-out``, ``--resume``) and the
-training loop's shared options (train/run_options.py)."""
+training loop options fine-tuning takes (train/run_options.py FINETUNE_OPTION_KEYS, made by train/config.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import argparse
 from typing import Any
 
 from distilgan.errors import UserError
-from distilgan.train.run_options import add_shared_options, shared_cli_values
 from distilgan.utils import argtypes
 
 
@@ -25,21 +24,21 @@ def add_finetune_options(parser: argparse.ArgumentParser) -> None:
                        "state stops (a larger --steps extends it)")
     group.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
                        help="ship the EMA copy of the fine-tuned weights (default off)")
-    group.add_argument("--log-every", dest="log_every", type=argtypes.positive_int, default=None, help="log every this many steps (default 10)")
-    group.add_argument("--ckpt-every-steps", dest="ckpt_every_steps", type=argtypes.positive_int, default=None,
-                       help="save checkpoint + state every this many steps (default: every 1000 and at the end)")
-    add_shared_options(group)  # type: ignore[arg-type]  # an argument group takes add_argument alike
-    argtypes.retype(parser, argtypes.SHARED_OPTION_TYPES)
+    from distilgan.train.config import add_config_options
+    from distilgan.train.run_options import FINETUNE_OPTION_KEYS
+
+    add_config_options(group, "finetune", only=FINETUNE_OPTION_KEYS, grouped=False)
 
 
 def finetune_arguments(args: argparse.Namespace, model: Any, command: str) -> dict[str, Any]:
     """Keyword arguments of prune_and_distil / quantization_aware_training; prints which loss is used."""
     from distilgan.train.finetune_objective import describe_loss, discriminator_from_run, feature_choice, run_metric_reference
 
-    options = {key: value for key, value in shared_cli_values(args).items() if value is not None}
-    for key in ("log_every", "ckpt_every_steps"):
-        if getattr(args, key, None) is not None:
-            options[key] = getattr(args, key)
+    from distilgan.train.config import cli_values
+    from distilgan.train.run_options import FINETUNE_OPTION_KEYS
+
+    options = {key: value for key, value in cli_values(args, "finetune").items()
+               if key in FINETUNE_OPTION_KEYS and value is not None}
     if args.resume and not args.finetune_out:
         raise UserError("--resume continues a fine-tuning run (add --finetune-out DIR)")
     if options.get("metrics") and not args.finetune_out:

@@ -94,9 +94,22 @@ class StoreStream(IterableDataset):
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, int(seed), int(rank), int(world_size)
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.epoch = 0
+        self.skip_per_worker = 0  # samples each worker passes over, unconverted, at the start of the epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, skip_per_worker: int = 0) -> None:
+        """The epoch to yield; ``skip_per_worker``: samples each worker leaves out at its start (a
+        resumed epoch's done part: see :meth:`plan_skip`), neither converted nor sent."""
+        self.epoch, self.skip_per_worker = int(epoch), int(skip_per_worker)
+
+    def plan_skip(self, batches: int, batch_size: int, num_workers: int) -> tuple[int, int]:
+        """How to start ``batches`` batches of ``batch_size`` into this epoch's loader order:
+        ``(skip_per_worker, skip_after)``. The workers skip whole rounds of full batches (one from each
+        worker, so the DataLoader's round-robin delivers the rest exactly as before); the consumer
+        drops the remaining ``skip_after`` samples (less than one round)."""
+        workers = max(1, num_workers)
+        counts = [len(self.sample_order(w, workers)) for w in range(workers)] if num_workers else [len(self)]
+        rounds = min(batches // workers, min(counts) // batch_size)
+        return rounds * batch_size, (batches - rounds * workers) * batch_size
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (all of its DataLoader workers together)."""
@@ -159,10 +172,16 @@ class StoreStream(IterableDataset):
     # -- iteration --------------------------------------------------------------------------------
 
     def _emit(self, arrays: list[np.ndarray], index: np.ndarray | None = None) -> Iterator[tuple[Any, Any, Any]]:
-        """Yield samples ``index`` (default: all, in order) of (z, labels, images), block by block."""
-        count = len(arrays[1]) if index is None else len(index)
+        """Yield samples ``index`` (default: all, in order) of (z, labels, images), block by block,
+        after the epoch's first ``skip_per_worker`` (not converted)."""
+        if index is None:
+            index = np.arange(len(arrays[1]))
+        if self._skip_left:
+            dropped = min(self._skip_left, len(index))
+            index, self._skip_left = index[dropped:], self._skip_left - dropped
+        count = len(index)
         for a in range(0, count, CONVERT_BLOCK):
-            rows = slice(a, a + CONVERT_BLOCK) if index is None else index[a : a + CONVERT_BLOCK]
+            rows = index[a : a + CONVERT_BLOCK]
             z, labels, images = (array[rows] for array in arrays)
             z_t = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
             y_t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
@@ -174,8 +193,12 @@ class StoreStream(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         pieces = self.pieces(worker, num_workers)
+        self._skip_left = self.skip_per_worker
         if not self.shuffle:
             for shard, lo, hi in pieces:
+                if self._skip_left >= hi - lo:  # a shard wholly inside the skipped part is not read
+                    self._skip_left -= hi - lo
+                    continue
                 z, labels, images = self.store.read_shard(shard)
                 yield from self._emit([z[lo:hi], labels[lo:hi], images[lo:hi]])
             return

@@ -61,11 +61,17 @@ class RealSampler:
         self.order = rng(self.seed, REAL_STREAM, self.passes).permutation(len(self.images))
 
 
-def _rechunk(loader: Any, size: int) -> Iterator[tuple[Tensor, ...]]:
-    """Exact ``size`` batches from pieces of any size (workers each end on a partial batch)."""
+def _rechunk(loader: Any, size: int, drop: int = 0) -> Iterator[tuple[Tensor, ...]]:
+    """Exact ``size`` batches from pieces of any size (workers each end on a partial batch), after
+    dropping the first ``drop`` samples."""
     pending: list[tuple[Tensor, ...]] = []
     count = 0
     for piece in loader:
+        if drop:
+            cut = min(drop, len(piece[0]))
+            piece, drop = [part[cut:] for part in piece], drop - cut
+            if not len(piece[0]):
+                continue
         pending.append(tuple(piece))
         count += len(piece[0])
         while count >= size:
@@ -182,26 +188,27 @@ class StoreBatches:
 
         stream = StoreStream(self.store_dir, shuffle=True, seed=self.seed, rank=self.dist.rank,
                              world_size=self.dist.world_size, verify=self.verify and not self._all_checked)
-        stream.set_epoch(epoch)
+        # a resumed epoch: the workers pass over whole rounds of done batches unconverted, the rest
+        # (under one round) is dropped here; nothing of it is yielded
+        skip_per_worker, skip_after = stream.plan_skip(skip, self.local, self.workers) if skip else (0, 0)
+        stream.set_epoch(epoch, skip_per_worker)
         cuda = self.dist.device.type == "cuda"
         loader = DataLoader(stream, batch_size=self.local, num_workers=self.workers, pin_memory=cuda,
                             persistent_workers=False, **_worker_start(self.workers))
-        pieces = _rechunk(loader, self.local)
+        pieces = _rechunk(loader, self.local, drop=skip_after)
         for index in range(self.steps_per_epoch + 1):
             try:
                 z, labels, images = next(pieces)
             except StopIteration:
                 # the loader ran dry: its workers read (and so checked) every shard of this rank; with
                 # one process that is every shard, and the next epochs need not hash them again
-                if self.dist.world_size == 1:
+                if self.dist.world_size == 1 and not skip:  # a resumed epoch may leave shards unread
                     self._all_checked = True
                 return
             except UserError as err:  # a worker's error, re-raised by torch with its traceback inside
                 raise unwrap_worker_error(err) from None
-            if index >= self.steps_per_epoch:
+            if index + skip >= self.steps_per_epoch:
                 break
-            if index < skip:
-                continue
             device = self.dist.device
             batch = {"z": z.to(device, non_blocking=cuda), "labels": labels.to(device, non_blocking=cuda),
                      "teacher_images": images.to(device, non_blocking=cuda)}

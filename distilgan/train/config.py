@@ -1,112 +1,259 @@
-"""The training configuration: one flat dataclass, resolved CLI > YAML file > saved run > defaults.
+"""The training configuration: nested sections, written once, resolved CLI > YAML > saved run > defaults.
 
-Every hyper-parameter of a run lives here so that ``RUN/config.yaml`` records the whole recipe and
-``--resume`` can refuse to continue a run with a different one. The loop reads the generic fields
-(batch, optimiser, schedule, EMA, checkpoint cadence); an objective reads its own (lambdas, gstep).
+A run's config is a :class:`RunConfig` of four sections: ``data`` (where batches come from), ``loop``
+(batch, optimiser, schedule, EMA, checkpoint cadence, metrics: what :class:`Trainer` reads), ``model``
+and ``objective`` (what one kind of run builds and optimises). A kind (``distill``, ``train-teacher``,
+``finetune``) names its section classes and its own defaults, so a teacher run records no
+``lambda_pixel``. Each field carries its help and checks in its metadata: the commands' options
+(``add_config_options``), ``config.yaml`` and the validation all come from the one definition.
+
+Plain dataclasses rather than jsonargparse/tyro/pydantic: the resolution order, the resume check and
+the reading of old flat ``config.yaml`` files are ours either way, and the core stays dependency-free.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from distilgan.errors import UserError
+from distilgan.utils import argtypes
 from distilgan.utils.extras import need
 
 
+def opt(default: Any, help: str, *, check: str | None = None, free: bool = False,
+        choices: tuple[str, ...] | None = None, argtype: Callable[[str], Any] | None = None,
+        nargs: str | None = None) -> Any:
+    """A config field. ``check``: positive, nonneg or decay ([0, 1)); ``free``: may differ on --resume
+    (where files are, which machine, how often things are written, how long to train)."""
+    meta = {"help": help, "check": check, "free": free, "choices": choices, "argtype": argtype, "nargs": nargs}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
 @dataclass
-class TrainConfig:
-    # data
-    data: str = ""  # distillation store folder
-    real: str | None = None  # real dataset spec (optional GAN term on real images)
-    out: str = ""  # run folder
-    # student model (None: the model class's own default, resolved when the run starts)
-    ngf: int | None = None
-    ndf: int | None = None
-    project_dim: int | None = None
-    # length and batch (batch_size is global: split over DDP processes)
-    batch_size: int = 128
-    epochs: int = 150
-    max_steps: int | None = None
-    max_minutes: float | None = None  # wall-time budget of one invocation: stop and save cleanly when spent
-    # optimisers: Adam for G and D, linear LR decay to 0 from lr_decay_start (None: constant)
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_decay_start: int | None = None
-    # distillation objective
-    lambda_pixel: float = 0.2
-    # constant (DiStyleGAN) or epoch-linear (TinyGAN: pixel_decay subtracted once per epoch, 0.2 - 0.01
-    # per epoch = a 20-epoch warm-down); step-linear is how runs made before this key decayed it
-    pixel_schedule: str = "constant"
-    pixel_decay: float = 0.01  # per epoch under epoch-linear (per G step under the legacy step-linear)
-    lambda_gan_g: float = 0.01
-    lambda_gan_d: float = 0.2
-    gstep: int = 10  # G's adversarial terms every gstep steps
-    # EMA copy of G
-    ema: bool = True
-    ema_decay: float = 0.999
-    ema_start: int = 0  # steps before which the EMA copy just follows G (BigGAN's ema_start)
-    # BN statistics of the EMA copy: recompute (measured best, docs/training.md), average, or copy (legacy)
-    ema_buffers: str = "recompute"
-    # bookkeeping
-    ckpt_every: int = 10  # epochs
-    ckpt_every_steps: int | None = None  # also every this many steps (long epochs, slow machines)
-    ckpt_every_minutes: float | None = 10.0  # and by wall time (None or 0: off)
-    ckpt_keep: int | None = None  # keep the newest N step folders in checkpoints/ (None: all)
-    grid_every: int = 1  # epochs
-    log_every: int = 10  # steps
-    grid_columns: int = 10
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    store_in_memory: bool | None = None  # None: read the store into memory when it fits in 4 GiB
-    amp: bool = False  # legacy spelling of precision bf16 on CUDA
-    precision: str = "auto"  # auto, fp32 or bf16 autocast (train/precision.py)
-    # NHWC activations; None: each network's preference (BigGAN: on, 1.8x with bf16 here; DiStyleGAN D on,
-    # G off: oneDNN's channels_last BatchNorm backward is 2-10x slower than NCHW on CPU)
-    channels_last: bool | None = None
-    # metrics inside the loop (train/loop_metrics.py): names, samples per evaluation, cadence in steps
-    metrics: str = ""  # comma list, e.g. "kid" or "kid,fid"; empty: none
-    metric_n: int = 1000
-    metric_every: int | None = None  # steps; None: at every checkpoint
-    metric_ref: str | None = None  # statistics .npz or dataset; None: the run's --real data, else its store
-    metric_classifier: str | None = None  # judge of the in-loop "ca" metric; None: cifar10-resnet56
-    extra: dict[str, Any] = field(default_factory=dict)  # room for later objectives' settings
+class DistillDataConfig:
+    data: str = opt("", "distillation set folder (made by distilgan sample)", free=True)
+    real: str | None = opt(None, "real dataset for the adversarial term (cifar10, a folder, zip or .npz)", free=True)
+    out: str = opt("", "run folder (config, logs, grids, checkpoints, training state)", free=True)
+    workers: int = opt(2, "DataLoader worker processes of a streamed store", check="nonneg", free=True)
+    store_in_memory: bool | None = opt(None, "read the store into memory once and batch by index, same order as "
+                                       "streaming (default: when it fits in 4 GiB)", free=True)
+
+
+@dataclass
+class TeacherDataConfig:
+    data: str = opt("", "real dataset: cifar10, a class folder or zip, an .npz (also a packed JPEG .npz)", free=True)
+    out: str = opt("", "run folder (config, logs, grids, checkpoints, training state)", free=True)
+    mirror: bool = opt(True, "flip a random half of the real images left-right each epoch")
+
+
+@dataclass
+class FinetuneDataConfig:
+    out: str = opt("", "fine-tuning run folder", free=True)
+    workers: int = opt(0, "unused by the noise batches of fine-tuning", check="nonneg", free=True)
+
+
+@dataclass
+class LoopConfig:
+    """What the one training loop reads. A step is one update of D (and G when due): for
+    train-teacher that is one D step, so --max-steps, --ema-start and --log-every count D steps."""
+
+    batch_size: int = opt(128, "global batch size, split over DDP processes (train-teacher: real images per D step)",
+                          check="positive")
+    epochs: int = opt(150, "passes over the data", check="positive", free=True)
+    max_steps: int | None = opt(None, "stop after this many steps", check="positive", free=True)
+    max_minutes: float | None = opt(None, "wall-time budget of this invocation in minutes: at the first step past it "
+                                    "the run saves its checkpoint, grid and metrics and ends (exit 0); --resume "
+                                    "continues it", check="positive", free=True)
+    lr_g: float = opt(2e-4, "generator Adam learning rate", check="positive")
+    lr_d: float = opt(2e-4, "discriminator Adam learning rate", check="positive")
+    beta1: float = opt(0.5, "Adam beta1", check="decay")
+    beta2: float = opt(0.999, "Adam beta2", check="decay")
+    lr_decay_start: int | None = opt(None, "decay both LRs linearly to 0 from this step to the last "
+                                     "(default: constant LR)", check="nonneg")
+    ema: bool = opt(True, "keep an EMA copy of G and ship it (--no-ema ships the raw G)")
+    ema_kimg: float | None = opt(88.7, "half-life of the EMA copy in thousands of images G is trained on "
+                                 "(StyleGAN's ema_kimg: decay 0.5 ** (batch / half-life) per update, the same "
+                                 "averaging at any batch size)", check="positive")
+    ema_rampup: float | None = opt(None, "StyleGAN's EMA ramp-up: the half-life is at most this fraction of the "
+                                   "images seen so far (e.g. 0.05; default: off)", check="positive")
+    ema_decay: float | None = opt(None, "a fixed decay per update instead of --ema-kimg (what runs made before "
+                                  "--ema-kimg used, 0.999)", check="decay")
+    ema_start: int = opt(0, "step from which G is averaged; before it the copy follows G (BigGAN's ema_start)",
+                         check="nonneg")
+    ema_buffers: str = opt("recompute", "BatchNorm statistics of the EMA copy: recompute (averaged like the "
+                           "weights and re-estimated on its own outputs at every save), average, or copy (the raw "
+                           "G's, as before)", choices=("average", "copy", "recompute"))
+    ckpt_every: int = opt(10, "save checkpoint + training state every this many epochs", check="positive", free=True)
+    ckpt_every_steps: int | None = opt(None, "also save checkpoint + training state every this many steps",
+                                       check="positive", free=True)
+    ckpt_every_minutes: float | None = opt(10.0, "also save every this many minutes of wall time (0: off)",
+                                           check="nonneg", free=True)
+    ckpt_keep: int | None = opt(None, "keep only the newest N step checkpoints in RUN/checkpoints (default: all)",
+                                check="positive", free=True)
+    grid_every: int = opt(1, "save the fixed sample grid every this many epochs", check="positive", free=True)
+    log_every: int = opt(10, "log every loss term every this many steps", check="positive", free=True)
+    grid_columns: int = opt(10, "samples per class row in the grid", check="positive")
+    seed: int = opt(0, "seed of model init, data order and noise", argtype=argtypes.seed)
+    device: str = opt("auto", "auto, cpu or cuda", free=True)
+    amp: bool = opt(False, "legacy spelling of --precision bf16 on CUDA", free=True)
+    precision: str = opt("auto", "auto, fp32 or bf16 autocast (auto: bf16 on a CPU with AMX or AVX-512 BF16 when "
+                         "a short probe at start shows it faster, and on CUDA GPUs with bf16; losses, EMA and "
+                         "optimiser states stay fp32)", choices=("auto", "fp32", "bf16"), free=True)
+    channels_last: bool | None = opt(None, "NHWC activations (default: each network's preference: on for BigGAN, "
+                                     "off for DiStyleGAN, whose BatchNorm backward is slower in NHWC on CPU)", free=True)
+    metrics: str = opt("", "metrics inside the loop: kid, fid, ca (the first chooses RUN/best/; default: none)",
+                       free=True, nargs="+")
+    metric_n: int = opt(1000, "samples per in-loop evaluation, and reference images", free=True,
+                        argtype=argtypes.int_at_least(2, "metrics need at least 2 samples"))
+    metric_every: int | None = opt(None, "evaluate every this many steps (default: at every checkpoint)",
+                                   check="positive", free=True)
+    metric_ref: str | None = opt(None, "reference of the in-loop metrics: a `distilgan stats` .npz, a store folder "
+                                 "or a dataset (default: the run's real data, else its distillation set)", free=True)
+    metric_classifier: str | None = opt(None, "judge of the in-loop 'ca' (class agreement) metric: cifar10-resnet56 "
+                                        "(default), a CIFAR ResNet .th file or a classifier folder", free=True)
+
+
+@dataclass
+class StudentModelConfig:
+    # None: the model class's own default, recorded when the run starts
+    ngf: int | None = opt(None, "generator width (default: the model's, 256)", check="positive")
+    ndf: int | None = opt(None, "discriminator width (default: the model's, 128)", check="positive")
+    project_dim: int | None = opt(None, "projection size in G and D (default: the model's, 128)", check="positive")
+
+
+@dataclass
+class DistillObjectiveConfig:
+    lambda_pixel: float = opt(0.2, "weight of the pixel L1 term", check="nonneg")
+    pixel_schedule: str = opt("constant", "lambda-pixel schedule: constant (DiStyleGAN) or epoch-linear (TinyGAN: "
+                              "--pixel-decay subtracted once per epoch, 0.2 - 0.01 per epoch = a 20-epoch warm-down); "
+                              "step-linear is how runs made before this key decayed it",
+                              choices=("constant", "epoch-linear", "step-linear"))
+    pixel_decay: float = opt(0.01, "with --pixel-schedule epoch-linear: subtracted from lambda-pixel per epoch, "
+                             "down to 0 (TinyGAN's value)", check="nonneg")
+    lambda_gan_g: float = opt(0.01, "weight of G's adversarial terms", check="nonneg")
+    lambda_gan_d: float = opt(0.2, "weight of D's real-data hinge term", check="nonneg")
+    gstep: int = opt(10, "G's adversarial terms every this many steps", check="positive")
+
+
+@dataclass
+class TeacherModelConfig:
+    ch: int = opt(256, "generator width, channels of every G block", check="positive")
+    d_ch: int = opt(256, "discriminator width", check="positive")
+    z_dim: int = opt(128, "latent size; a multiple of (number of G blocks + 1), e.g. 4 at 32x32", check="positive")
+    shared_dim: int = opt(128, "shared class embedding size, 0 for one-hot conditioning", check="nonneg")
+
+
+@dataclass
+class GANObjectiveConfig:
+    d_steps: int = opt(4, "D steps per G step", check="positive")
+    diffaugment: str = opt("translation,cutout", "DiffAugment policy on real and fake images, a comma list of "
+                           "color, translation, cutout; '' for none")
+    lecam: float = opt(0.0, "LeCam regularisation weight, 0 = off (0.3 in StudioGAN)", check="nonneg")
+    # compile changes speed, not the maths: it may differ on --resume like the device
+    compile: bool = opt(False, "torch.compile G and D on CUDA (ignored on CPU)", free=True)
+
+
+@dataclass
+class EmptySection:
+    pass
+
+
+@dataclass(frozen=True)
+class RunKind:
+    name: str
+    data: type
+    model: type
+    objective: type
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # this kind's own defaults, by key
+
+
+# The EMA half-lives keep what decay 0.999 per update did at each kind's default batch:
+# 128 * ln 0.5 / ln 0.999 = 88.7k images (distill), 64 * ... = 44.3k (one G step per 4 D steps of 64).
+KINDS: dict[str, RunKind] = {
+    "distill": RunKind("distill", DistillDataConfig, StudentModelConfig, DistillObjectiveConfig),
+    "train-teacher": RunKind("train-teacher", TeacherDataConfig, TeacherModelConfig, GANObjectiveConfig,
+                             {"batch_size": 64, "epochs": 500, "beta1": 0.0, "ema_start": 4000,  # BigGAN C10
+                              "ema_kimg": 44.3}),
+    # fine-tuning runs are short and their batch is the task's: the fixed per-update decay they always had
+    "finetune": RunKind("finetune", FinetuneDataConfig, EmptySection, EmptySection,
+                        {"ema_kimg": None, "ema_decay": 0.999}),
+}
+SECTIONS = ("data", "loop", "model", "objective")
+
+
+@dataclass
+class RunConfig:
+    kind: str = "distill"
+    data: Any = None
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    model: Any = None
+    objective: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. what a fine-tuning run tunes
+
+    def __post_init__(self) -> None:
+        kind = KINDS[self.kind]
+        self.data = kind.data() if self.data is None else self.data
+        self.model = kind.model() if self.model is None else self.model
+        self.objective = kind.objective() if self.objective is None else self.objective
+
+
+def section_classes(kind: str) -> dict[str, type]:
+    k = KINDS[kind]
+    return {"data": k.data, "loop": LoopConfig, "model": k.model, "objective": k.objective}
+
+
+def key_fields(kind: str) -> dict[str, tuple[str, dataclasses.Field]]:
+    """Every key of a kind -> (its section, its field); keys are unique across a kind's sections."""
+    return {f.name: (section, f) for section, cls in section_classes(kind).items() for f in fields(cls)}
+
+
+def kind_defaults(kind: str) -> dict[str, Any]:
+    values = {key: getattr(section_classes(kind)[section](), key) for key, (section, _) in key_fields(kind).items()}
+    values.update(KINDS[kind].defaults)
+    return values
 
 
 # Keys a run saved before they existed, and the value that reproduces what such a run did.
-LEGACY_DEFAULTS = {"ema_buffers": "copy", "pixel_schedule": "step-linear"}
-
-# Keys that may differ on --resume: where files are, which machine, how often we write things, and
-# how long to train (to extend a finished run; with --lr-decay-start the decay then stretches to the
-# new end). Everything else changes the maths of the run, so a difference is an error.
-RESUME_FREE_KEYS = frozenset(
-    {"data", "real", "out", "device", "workers", "amp", "ckpt_every", "ckpt_every_steps", "grid_every", "log_every",
-     "epochs", "max_steps", "max_minutes", "precision", "channels_last", "store_in_memory", "ckpt_every_minutes", "ckpt_keep", "metrics", "metric_n", "metric_every", "metric_ref",
-     "metric_classifier"}
-)
-
-FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+LEGACY_DEFAULTS = {"ema_buffers": "copy", "pixel_schedule": "step-linear", "ema_kimg": None}
+# Every key any kind has had: a flat config.yaml of the one-class era recorded them all.
+_ALL_KEYS = frozenset(k for kind in KINDS for k in key_fields(kind)) | {"extra"}
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    """Field name -> annotation of a config dataclass (TrainConfig or a subclass with more keys)."""
-    return FIELD_TYPES if cls is TrainConfig else {f.name: f.type for f in fields(cls)}
+def flatten(values: Mapping[str, Any], kind: str, legacy: bool = False) -> dict[str, Any]:
+    """Section mappings ({"loop": {...}}) or flat keys (old config.yaml, CLI) -> flat keys.
+
+    ``legacy``: a saved run may carry keys of other kinds (a flat teacher config recorded
+    ``lambda_pixel``); those are dropped instead of refused."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            flat.update(value)
+        elif key != "kind":
+            flat[key] = value
+    if legacy:
+        own = key_fields(kind)
+        flat = {k: v for k, v in flat.items() if k in own or k == "extra" or k not in _ALL_KEYS}
+    return flat
 
 
-def _coerce(key: str, value: Any, cls: type = TrainConfig) -> Any:
+def _coerce(key: str, value: Any, kind_of: str) -> Any:
     """Cast a YAML/CLI value to the field's type; a one-line error when it cannot be."""
-    kind = str(_field_types(cls)[key])
     if value is None:
-        if "None" in kind:
+        if "None" in kind_of:
             return None
         raise UserError(f"config key '{key}' cannot be null (give a value or leave it out)")
     try:
-        if kind.startswith("bool"):
+        if kind_of.startswith("bool"):
             if isinstance(value, str):
                 if value.lower() in {"true", "yes", "1", "on"}:
                     return True
@@ -114,34 +261,37 @@ def _coerce(key: str, value: Any, cls: type = TrainConfig) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
-        if kind.startswith("int"):
+        if kind_of.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
-        if kind.startswith("float"):
+        if kind_of.startswith("float"):
             return float(value)
-        if kind.startswith("dict"):
+        if kind_of.startswith("dict"):
             if not isinstance(value, Mapping):
                 raise ValueError(value)
             return dict(value)
         return str(value)
     except (TypeError, ValueError):
-        raise UserError(f"config key '{key}' has a bad value {value!r} (expected {kind})") from None
+        raise UserError(f"config key '{key}' has a bad value {value!r} (expected {kind_of})") from None
 
 
-def normalise_keys(values: Mapping[str, Any], source: str, cls: type = TrainConfig) -> dict[str, Any]:
-    """Accept ``lr-g`` or ``lr_g``; reject unknown keys, naming them."""
-    types = _field_types(cls)
+def normalise_keys(values: Mapping[str, Any], source: str, kind: str = "distill") -> dict[str, Any]:
+    """Accept ``lr-g`` or ``lr_g``, flat or by section; reject unknown keys, naming them."""
+    known = key_fields(kind)
     out: dict[str, Any] = {}
-    for raw_key, value in values.items():
+    for raw_key, value in flatten(values, kind).items():
         key = str(raw_key).replace("-", "_")
-        if key not in types:
-            raise UserError(f"unknown config key '{raw_key}' in {source} (see docs/training.md for the keys)")
-        out[key] = _coerce(key, value, cls)
+        if key == "extra":
+            out[key] = _coerce(key, value, "dict")
+        elif key not in known:
+            raise UserError(f"unknown config key '{raw_key}' in {source} for {kind} (see docs/training.md for the keys)")
+        else:
+            out[key] = _coerce(key, value, str(known[key][1].type))
     return out
 
 
-def load_yaml(path: str | Path, cls: type = TrainConfig) -> dict[str, Any]:
+def load_yaml(path: str | Path, kind: str = "distill") -> dict[str, Any]:
     yaml = need("yaml")
 
     path = Path(path)
@@ -153,81 +303,88 @@ def load_yaml(path: str | Path, cls: type = TrainConfig) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, Mapping):
         raise UserError(f"config file {path} must hold a mapping of key: value")
-    return normalise_keys(values, str(path), cls)
+    return normalise_keys(values, str(path), kind)
 
 
-def resolve_config(
-    cli: Mapping[str, Any],
-    file_values: Mapping[str, Any] | None = None,
-    saved: Mapping[str, Any] | None = None,
-    cls: type = TrainConfig,
-) -> TrainConfig:
-    """Defaults, then the saved run (on resume), then the YAML file, then the options given.
-
-    ``cls`` is TrainConfig or a subclass carrying an objective's own keys (e.g. the teacher's).
-    """
-    merged: dict[str, Any] = dataclasses.asdict(cls())
-    if saved is not None:
-        merged.update(legacy_defaults(saved))
-    for layer in (saved or {}, file_values or {}, {k: v for k, v in cli.items() if v is not None}):
-        merged.update(normalise_keys(layer, "the options", cls))
-    config = cls(**merged)
+def build(kind: str, flat: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig from flat keys (missing ones take the kind's defaults); validated."""
+    merged = kind_defaults(kind)
+    merged.update(normalise_keys(flat, "the options", kind))
+    extra = merged.pop("extra", {})
+    where = key_fields(kind)
+    parts = {s: {k: v for k, v in merged.items() if where[k][0] == s} for s in SECTIONS}
+    config = RunConfig(kind=kind, extra=dict(extra or {}),
+                       **{s: section_classes(kind)[s](**parts[s]) for s in SECTIONS})
     validate(config)
     return config
 
 
+def resolve_run_config(kind: str, cli: Mapping[str, Any], file_values: Mapping[str, Any] | None = None,
+                       saved: Mapping[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the saved run (on resume), then the YAML file, then the options given (None: not
+    given). An old run's flat config resumes with the values of keys it predates (LEGACY_DEFAULTS)."""
+    flat: dict[str, Any] = {}
+    if saved is not None:
+        old = flatten(saved, kind, legacy=True)
+        flat.update({k: v for k, v in legacy_defaults(old).items() if k in key_fields(kind)})
+        flat.update(old)
+    flat.update(file_values or {})
+    flat.update({k: v for k, v in cli.items() if v is not None})
+    return build(kind, flat)
+
+
 def legacy_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of keys a saved run predates, chosen so that it resumes with the maths it had."""
-    return {key: value for key, value in LEGACY_DEFAULTS.items() if key not in saved}
+    """The values of keys a saved (flat) run predates, chosen so that it resumes with the maths it had."""
+    return {key: value for key, value in LEGACY_DEFAULTS.items() if key not in flatten(saved, "distill")}
 
 
-def legacy_notice(saved: Mapping[str, Any]) -> str | None:
+def legacy_notice(saved: Mapping[str, Any], kind: str = "distill") -> str | None:
     """One line naming the defaults an old run resumes with, or None for a current run."""
-    implied = legacy_defaults(saved)
+    implied = {k: v for k, v in legacy_defaults(saved).items() if k in key_fields(kind)}
     if not implied:
         return None
     keys = ", ".join(f"{key}={value}" for key, value in implied.items())
     return f"this run predates {', '.join(implied)}; resuming with what it did then: {keys}"
 
 
-CHOICES = {
-    "pixel_schedule": ("constant", "epoch-linear", "step-linear"),
-    "ema_buffers": ("average", "copy", "recompute"),
-    "precision": ("auto", "fp32", "bf16"),
-}
-
-
-def validate(config: TrainConfig) -> None:
-    def positive(name: str, allow_zero: bool = False) -> None:
-        value = getattr(config, name)
-        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-            raise UserError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-    for name in ("batch_size", "epochs", "gstep", "ckpt_every", "grid_every", "log_every", "grid_columns",
-                 "ngf", "ndf", "project_dim", "max_steps", "lr_g", "lr_d", "ckpt_every_steps", "metric_every", "ckpt_keep", "max_minutes"):
-        positive(name)
-    for name in ("lambda_pixel", "pixel_decay", "lambda_gan_g", "lambda_gan_d", "workers", "lr_decay_start",
-                 "ema_start", "ckpt_every_minutes"):
-        positive(name, allow_zero=True)
-    for name, choices in CHOICES.items():
-        value = getattr(config, name)
-        if value not in choices:
-            raise UserError(f"{name} '{value}' does not exist (choose from {', '.join(choices)})")
-    if config.metric_n < 2:
-        raise UserError(f"metric_n must be >= 2, got {config.metric_n}")
+def validate(config: RunConfig) -> None:
+    for section in SECTIONS:
+        part = getattr(config, section)
+        for f in fields(part):
+            value, check, choices = getattr(part, f.name), f.metadata.get("check"), f.metadata.get("choices")
+            if value is None:
+                continue
+            if check == "positive" and value <= 0:
+                raise UserError(f"{f.name} must be > 0, got {value}")
+            if check == "nonneg" and value < 0:
+                raise UserError(f"{f.name} must be >= 0, got {value}")
+            if check == "decay" and not 0.0 <= value < 1.0:
+                raise UserError(f"{f.name} must be in [0, 1), got {value}")
+            if choices and value not in choices:
+                raise UserError(f"{f.name} '{value}' does not exist (choose from {', '.join(choices)})")
+    if config.loop.metric_n < 2:
+        raise UserError(f"metric_n must be >= 2, got {config.loop.metric_n}")
     from distilgan.train.loop_metrics import parse_metrics
 
-    parse_metrics(config.metrics)
-    for name in ("beta1", "beta2", "ema_decay"):
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise UserError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+    parse_metrics(config.loop.metrics)
 
 
-def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+def ema_beta(loop: LoopConfig, images_per_update: int, images_seen: int) -> float | None:
+    """Decay of one EMA update: StyleGAN's ``0.5 ** (batch / ema_nimg)``, ema_nimg capped by the ramp-up;
+    None when the run uses a fixed ``ema_decay`` instead."""
+    if loop.ema_decay is not None or loop.ema_kimg is None:
+        return None
+    half_life = loop.ema_kimg * 1000.0
+    if loop.ema_rampup is not None:
+        half_life = min(half_life, images_seen * loop.ema_rampup)
+    return 0.0 if half_life <= 0 else math.pow(0.5, images_per_update / half_life)
+
+
+def config_to_dict(config: RunConfig | LoopConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
+def save_config(config: RunConfig, path: str | Path) -> None:
     yaml = need("yaml")
 
     from distilgan.utils.atomic import atomic_write_text
@@ -235,15 +392,61 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def check_resume_compatible(saved: Mapping[str, Any], current: TrainConfig,
-                            free_keys: frozenset[str] = RESUME_FREE_KEYS) -> None:
-    """Raise naming the first key whose value differs from the run being resumed."""
-    now = config_to_dict(current)
-    for key, old in saved.items():
-        if key in free_keys or key not in now:
+def check_resume_compatible(saved: Mapping[str, Any], current: RunConfig) -> None:
+    """Raise naming the first key whose value differs from the run being resumed (free keys may)."""
+    where = key_fields(current.kind)
+    now = flatten(config_to_dict(current), current.kind)
+    for key, old in flatten(saved, current.kind, legacy=True).items():
+        if key not in now or (key in where and where[key][1].metadata.get("free")):
             continue
         if now[key] != old:
-            raise UserError(
-                f"--resume: '{key}' is {now[key]!r} but the run was started with {old!r} "
-                f"(drop the option or use a new --out)"
-            )
+            raise UserError(f"--resume: '{key}' is {now[key]!r} but the run was started with {old!r} "
+                            f"(drop the option or use a new --out)")
+
+
+# ----------------------------------------------------------------------------- command-line options
+
+_CHECK_TYPES = {("int", "positive"): argtypes.positive_int, ("int", "nonneg"): argtypes.nonneg_int,
+                ("float", "positive"): argtypes.positive_float, ("float", "nonneg"): argtypes.nonneg_float,
+                ("float", "decay"): argtypes.decay}
+
+
+def _default_text(value: Any) -> str:
+    return "none" if value is None else ("''" if value == "" else str(value).lower() if isinstance(value, bool) else str(value))
+
+
+_TITLES = {"data": "data", "loop": "training loop", "model": "model", "objective": "objective"}
+
+
+def add_config_options(parser: Any, kind: str, only: tuple[str, ...] | None = None, grouped: bool = True) -> None:
+    """``--key-name`` for every key of ``kind`` (or just ``only``), typed and checked from the field, its
+    help ending in the kind's default, in one help group per section (``grouped``); each defaults to
+    None so "not given" is visible. ``parser``: an ArgumentParser or an argument group."""
+    defaults = kind_defaults(kind)
+    groups: dict[str, Any] = {}
+    for key, (section, f) in key_fields(kind).items():
+        if only is not None and key not in only:
+            continue
+        if section not in groups:
+            groups[section] = parser.add_argument_group(_TITLES[section]) if grouped else parser
+        meta, flag, target = f.metadata, "--" + key.replace("_", "-"), groups[section]
+        text = meta["help"]
+        if "(default" not in text and defaults[key] != "":
+            text += f" (default {_default_text(defaults[key])})"
+        base = str(f.type).split(" ")[0].split("|")[0].strip()
+        if base == "bool":
+            target.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif meta.get("nargs"):
+            target.add_argument(flag, dest=key, nargs=meta["nargs"], default=None, metavar="NAME", help=text)
+        else:
+            kind_type = meta.get("argtype") or _CHECK_TYPES.get((base, meta.get("check"))) or {
+                "int": int, "float": float}.get(base, str)
+            target.add_argument(flag, dest=key, type=kind_type, default=None, help=text)
+
+
+def cli_values(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The options given on the command line, as flat keys (None: not given)."""
+    values = {key: getattr(args, key, None) for key in key_fields(kind)}
+    if isinstance(values.get("metrics"), (list, tuple)):
+        values["metrics"] = ",".join(values["metrics"])
+    return values

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from distilgan.errors import UserError  # noqa: F401  (also the base of TrainingInterrupted)
 from distilgan.train.batches import BatchSource
-from distilgan.train.config import TrainConfig, config_to_dict
+from distilgan.train.config import LoopConfig, RunConfig, config_to_dict, ema_beta
 from distilgan.train.distributed import DistContext, all_reduce_mean, broadcast_from_main
 from distilgan.train.ema import EMA, recompute_batchnorm
 from distilgan.train.precision import autocast, resolve_precision
@@ -94,11 +94,15 @@ def lr_factor(step: int, decay_start: int | None, total_steps: int) -> float:
 class Trainer:
     """Owns the optimisers, EMA, schedule, step counters and files of one run."""
 
-    def __init__(self, config: TrainConfig, generator: nn.Module, discriminator: nn.Module, objective: Any,
+    def __init__(self, config: RunConfig | LoopConfig, generator: nn.Module, discriminator: nn.Module, objective: Any,
                  source: BatchSource | None = None, run_dir: str | Path | None = None,
                  dist: DistContext | None = None, name: str = "distill", z_sampler: ZSampler | None = None,
                  metrics: Any = None, classes: list[int] | None = None) -> None:
-        self.config, self.objective, self.source, self.name = config, objective, source, name
+        if isinstance(config, LoopConfig):  # a bare loop (tests, benchmarks): a run of no particular kind
+            config = RunConfig(loop=config)
+        # the whole run's config is recorded in the state (for --resume); the loop reads its own section
+        self.config, self.loop, self.objective, self.source, self.name = config, config.loop, objective, source, name
+        loop = self.loop
         # the model's own z distribution, for the grid, the BN re-estimation and the metrics
         z_dim = int(generator.z_dim)
         self.z_sampler = z_sampler or (lambda generator_, n: sample_z(generator_, n, z_dim))
@@ -111,7 +115,7 @@ class Trainer:
         # NHWC convolutions (oneDNN on CPU, tensor cores on CUDA), same function; None: the network's own choice
         self.channels_last = []
         for role, model in (("G", self.G), ("D", self.D)):
-            wanted = config.channels_last
+            wanted = loop.channels_last
             if wanted is None:
                 wanted = bool(getattr(model, "prefers_channels_last", False))
             if wanted:
@@ -119,23 +123,24 @@ class Trainer:
                 self.channels_last.append(role)
         if self.dist.distributed:  # every rank starts from rank 0's weights
             broadcast_from_main([t.data for t in [*self.G.state_dict().values(), *self.D.state_dict().values()]])
-        betas = (config.beta1, config.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
+        betas = (loop.beta1, loop.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=loop.lr_g, betas=betas)
         # a generator-only objective (fine-tuning) keeps D fixed: no D step, no D optimiser
         self.train_d = bool(getattr(objective, "trains_discriminator", True))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas) if self.train_d else None
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=loop.lr_d, betas=betas) if self.train_d else None
         if not self.train_d:
             self.D.requires_grad_(False)
-        self.ema = EMA(self.G, config.ema_decay, buffers=config.ema_buffers) if config.ema else None
+        # a fixed decay (ema_decay, older runs) or one from the half-life in images, set before each update
+        self.ema = EMA(self.G, loop.ema_decay or 0.999, buffers=loop.ema_buffers) if loop.ema else None
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        requested = "bf16" if config.amp and self.dist.device.type == "cuda" else config.precision
+        requested = "bf16" if loop.amp and self.dist.device.type == "cuda" else loop.precision
         self.precision, self.precision_reason = resolve_precision(requested, self.dist.device, self.G, self.D,
-                                                                  config.batch_size // self.dist.world_size)
+                                                                  loop.batch_size // self.dist.world_size)
         self.nonfinite_steps = 0
         steps_per_epoch = source.steps_per_epoch if source is not None else 1
-        self.total_steps = config.epochs * steps_per_epoch
-        if config.max_steps is not None:
-            self.total_steps = min(self.total_steps, config.max_steps)
+        self.total_steps = loop.epochs * steps_per_epoch
+        if loop.max_steps is not None:
+            self.total_steps = min(self.total_steps, loop.max_steps)
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -170,11 +175,11 @@ class Trainer:
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One D update and (when due) one G update; returns the objective's named terms."""
         step = self.step
-        factor = lr_factor(step, self.config.lr_decay_start, self.total_steps)
+        factor = lr_factor(step, self.loop.lr_decay_start, self.total_steps)
         for group in self.opt_g.param_groups:
-            group["lr"] = self.config.lr_g * factor
+            group["lr"] = self.loop.lr_g * factor
         for group in self.opt_d.param_groups if self.opt_d is not None else []:
-            group["lr"] = self.config.lr_d * factor
+            group["lr"] = self.loop.lr_d * factor
         if self.dist.distributed:
             broadcast_from_main([*self.G.buffers(), *self.D.buffers()])
 
@@ -200,9 +205,12 @@ class Trainer:
             self._update(g_loss, self.G, self.opt_g)
             terms = {**terms, **g_terms}
             if self.ema is not None:
-                if step < self.config.ema_start:  # before ema_start the copy just follows G (BigGAN)
+                if step < self.loop.ema_start:  # before ema_start the copy just follows G (BigGAN)
                     self.ema.follow(self.G)
                 else:
+                    beta = ema_beta(self.loop, self.loop.batch_size, step * self.loop.batch_size)  # images before it
+                    if beta is not None:
+                        self.ema.decay = beta
                     self.ema.update(self.G)
         if self.nonfinite_steps == finite_before:
             self.nonfinite_steps = 0  # a finite step ends the streak
@@ -211,7 +219,7 @@ class Trainer:
         # Detached: the loop keeps terms until the next logged step, and an attached term would keep
         # its whole autograd graph (activations of both networks) alive until then.
         return {**{name: value.detach() for name, value in terms.items()},
-                "lr_g": torch.tensor(self.config.lr_g * factor), "lr_d": torch.tensor(self.config.lr_d * factor)}
+                "lr_g": torch.tensor(self.loop.lr_g * factor), "lr_d": torch.tensor(self.loop.lr_d * factor)}
 
     def reduce_terms(self, terms: dict[str, Tensor]) -> dict[str, float]:
         """Named terms as floats, averaged over ranks (one sync; call only on logged steps)."""
@@ -229,11 +237,11 @@ class Trainer:
         """What a checkpoint holds: the inference model, with BN statistics re-estimated on its own
         outputs under ``ema_buffers: recompute`` (a copy; training goes on with the averaged ones)."""
         model = self.inference_model()
-        if self.ema is None or self.config.ema_buffers != "recompute":
+        if self.ema is None or self.loop.ema_buffers != "recompute":
             return model
-        device, batch = self.dist.device, max(2, self.config.batch_size // self.dist.world_size)
+        device, batch = self.dist.device, max(2, self.loop.batch_size // self.dist.world_size)
         def draw(i: int) -> tuple[Tensor, Tensor]:
-            z = self.z_sampler(rng(self.config.seed, BN_STREAM, i), batch)
+            z = self.z_sampler(rng(self.loop.seed, BN_STREAM, i), batch)
             labels = self.classes[(np.arange(batch) + i * batch) % len(self.classes)]
             return torch.from_numpy(z).to(device), torch.from_numpy(labels).to(device)
 
@@ -241,10 +249,10 @@ class Trainer:
 
     def grid_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """Fixed z and labels of the per-epoch grid: one row per class, ``grid_columns`` per row."""
-        count, columns = len(self.classes), self.config.grid_columns
+        count, columns = len(self.classes), self.loop.grid_columns
         classes = self.classes[np.unique(np.linspace(0, count - 1, min(count, MAX_GRID_ROWS)).round().astype(np.int64))]
         labels = np.repeat(classes, columns)
-        z = self.z_sampler(rng(self.config.seed, GRID_STREAM), len(labels))
+        z = self.z_sampler(rng(self.loop.seed, GRID_STREAM), len(labels))
         return z, labels
 
     @torch.no_grad()
@@ -266,8 +274,8 @@ class Trainer:
             "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
-            "schedule": {"lr_g": self.config.lr_g, "lr_d": self.config.lr_d,
-                         "lr_decay_start": self.config.lr_decay_start, "total_steps": self.total_steps},
+            "schedule": {"lr_g": self.loop.lr_g, "lr_d": self.loop.lr_d,
+                         "lr_decay_start": self.loop.lr_decay_start, "total_steps": self.total_steps},
             "source": self.source.state_dict() if self.source is not None else {},
             "precision": self.precision,
             "objective": self.objective.state_dict(),
@@ -277,7 +285,7 @@ class Trainer:
         if int(state["world_size"]) != self.dist.world_size:
             raise UserError(f"--resume: 'world_size' is {self.dist.world_size} but the run was started with "
                             f"{state['world_size']} processes (resume with the same torchrun --nproc_per_node)")
-        if self.config.precision == "auto" and state.get("precision") in ("fp32", "bf16"):
+        if self.loop.precision == "auto" and state.get("precision") in ("fp32", "bf16"):
             # a resumed run keeps the precision its probe chose at the start, so it stays one run
             self.precision, self.precision_reason = state["precision"], "as the run chose at its start"
         self.G.load_state_dict(state["generator"])
@@ -312,7 +320,7 @@ class Trainer:
         if self.dist.is_main and self.run_dir is not None:
             model = self.shipped_model()
             metadata = {"step": self.step, "epoch": self.epoch, "ema": self.ema is not None,
-                        "ema_buffers": self.config.ema_buffers if self.ema is not None else None}
+                        "ema_buffers": self.loop.ema_buffers if self.ema is not None else None}
             model.save_pretrained(self.run_dir / "checkpoints" / f"generator-{self.step:06d}", metadata=metadata)
             model.save_pretrained(self.run_dir / "generator", metadata=metadata)
             save_state({**self.state_dict(), "rng": every_rank}, self.run_dir / STATE_PATH)
@@ -329,7 +337,7 @@ class Trainer:
             from distilgan.train.loop_metrics import BEST_DIR
 
             model = self.shipped_model()
-            record = self.metrics.evaluate(model, self.step, self.epoch, self.step * self.config.batch_size)
+            record = self.metrics.evaluate(model, self.step, self.epoch, self.step * self.loop.batch_size)
             # the first per-epoch grid drawn with these weights (or later ones): for the GIF's caption
             record["grid_epoch"] = self.epoch + (1 if self.batch_in_epoch else 0)
             self.metrics.write(record)
@@ -347,7 +355,7 @@ class Trainer:
 
     def _prune_checkpoints(self) -> None:
         """Keep the newest ``ckpt_keep`` step folders (None: all); generator/, best/ and the state stay."""
-        keep = self.config.ckpt_keep
+        keep = self.loop.ckpt_keep
         if not keep or self.run_dir is None:
             return
         import shutil
@@ -375,13 +383,13 @@ class Trainer:
 
         if self.source is None or self.run_dir is None:
             raise ValueError("fit() needs a data source and a run folder")
-        config, source = self.config, self.source
+        loop, source = self.loop, self.source
         logger = None
         if self.dist.is_main:
             logger = RunLogger(self.run_dir, resume_step=self.step if resumed else None)
             if resumed and self.metrics is not None:
                 self.metrics.truncate(self.step)
-        metric_every = config.metric_every
+        metric_every = loop.metric_every
         evaluated_at = -1
 
         def checkpoint_and_metrics() -> None:
@@ -391,7 +399,7 @@ class Trainer:
                 self.evaluate_metrics(logger)
                 evaluated_at = self.step
         kill_at = int(os.environ.get(KILL_ENV, "0"))
-        global_batch = config.batch_size
+        global_batch = loop.batch_size
         bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", disable=not self.dist.is_main,
                    dynamic_ncols=True, desc=self.name)
         from distilgan.utils.energy import CostMeter
@@ -411,11 +419,11 @@ class Trainer:
                     pending.update(terms)
                     self.batch_in_epoch += 1
                     bar.update(1)
-                    if self.step % config.log_every == 0 or self.step == self.total_steps:
+                    if self.step % loop.log_every == 0 or self.step == self.total_steps:
                         scalars, pending = self.reduce_terms(pending), {}
                         now = time.perf_counter()
                         scalars["samples_per_s"] = global_batch * (self.step - last_step) / max(now - last_time, 1e-9)
-                        cost = meter.per_item(self.config.batch_size // self.dist.world_size * (self.step - last_step))
+                        cost = meter.per_item(self.loop.batch_size // self.dist.world_size * (self.step - last_step))
                         scalars["cpu_s_per_sample"] = float(cost["cpu_s_per_item"])
                         if meter.energy_readable:
                             scalars["joules_per_sample"] = float(cost["joules_per_item"])
@@ -428,15 +436,15 @@ class Trainer:
                             postfix["d"] = f"{scalars['d/total']:.3f}"
                         postfix["g"] = f"{scalars.get('g/total', float('nan')):.3f}"
                         bar.set_postfix(postfix)
-                    every = config.ckpt_every_steps
+                    every = loop.ckpt_every_steps
                     if every and self.step % every == 0 and self.step < self.total_steps:
                         checkpoint_and_metrics()  # mid-epoch is fine: resume skips the batches done
                     if self.metrics is not None and metric_every and self.step % metric_every == 0:
                         self.evaluate_metrics(logger)
                         evaluated_at = self.step
-                    minutes = config.ckpt_every_minutes
+                    minutes = loop.ckpt_every_minutes
                     due = bool(minutes) and time.monotonic() - self.last_save_time >= 60 * minutes
-                    budget = config.max_minutes  # wall-time budget: end here as if this were the last step
+                    budget = loop.max_minutes  # wall-time budget: end here as if this were the last step
                     spent = bool(budget) and time.monotonic() - started >= 60 * budget
                     flags = self._any_rank(due, stop.received is not None, spent)
                     if flags[2]:
@@ -459,17 +467,17 @@ class Trainer:
                         break
                 if self.batch_in_epoch >= source.steps_per_epoch:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                    if self.epoch % config.grid_every == 0 and logger is not None:
-                        logger.grid(self.epoch, self.step, self.sample_grid(), nrow=config.grid_columns)
+                    if self.epoch % loop.grid_every == 0 and logger is not None:
+                        logger.grid(self.epoch, self.step, self.sample_grid(), nrow=loop.grid_columns)
                         grid_epoch = self.epoch
-                    if self.epoch % config.ckpt_every == 0 and self.step < self.total_steps:
+                    if self.epoch % loop.ckpt_every == 0 and self.step < self.total_steps:
                         checkpoint_and_metrics()
                 elif self.step < self.total_steps:
                     raise RuntimeError(f"the data ended after {self.batch_in_epoch} of {source.steps_per_epoch} "
                                        f"batches in epoch {self.epoch}")
             if logger is not None and grid_epoch != self.epoch:  # the run ended between grids: show the end
                 label = self.epoch + (1 if self.batch_in_epoch else 0)  # a partial epoch counts as the next
-                logger.grid(label, self.step, self.sample_grid(), nrow=config.grid_columns)
+                logger.grid(label, self.step, self.sample_grid(), nrow=loop.grid_columns)
             self.save_checkpoint()
             if self.metrics is not None and evaluated_at != self.step:
                 self.evaluate_metrics(logger)

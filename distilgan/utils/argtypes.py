@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any, Callable
+from typing import Callable
 
 # The namespace attribute cli.py's parser fills with the dests the user actually gave (see given()).
 GIVEN_ATTR = "_distilgan_given"
@@ -152,23 +152,6 @@ def batch_spec(text: str) -> str:
     return text
 
 
-def retype(parser: Any, types: dict[str, Callable[[str], Any]]) -> None:
-    """Give options added by shared tables elsewhere (train/run_options.py) a checking type, by dest."""
-    for action in parser._actions:  # an argument group shares its parser's action list
-        if action.dest in types:
-            action.type = types[action.dest]
-
-
-# Types of the training loop's shared options (train/run_options.py SHARED_OPTIONS), by config key.
-SHARED_OPTION_TYPES: dict[str, Callable[[str], Any]] = {
-    "ckpt_every_minutes": nonneg_float,
-    "ckpt_keep": positive_int,
-    "max_minutes": positive_float,
-    "metric_n": int_at_least(2, "metrics need at least 2 samples"),
-    "metric_every": positive_int,
-}
-
-
 def given(args: argparse.Namespace, dest: str) -> bool:
     """Whether the user gave the option stored in ``dest`` on the command line (not its default)."""
     return dest in getattr(args, GIVEN_ATTR, ())
@@ -185,7 +168,7 @@ def refuse_unless(args: argparse.Namespace, option: str, applies: bool, reason: 
 
 
 __all__ = [
-    "GIVEN_ATTR", "SHARED_OPTION_TYPES", "batch_spec", "decay", "finite_float", "fraction", "given", "int_at_least",
+    "GIVEN_ATTR", "batch_spec", "decay", "finite_float", "fraction", "given", "int_at_least",
     "nonneg_float", "nonneg_int", "port", "positive_float", "positive_int", "positive_int_list", "refuse_unless",
-    "retype", "seed", "zero_or_at_least",
+    "seed", "zero_or_at_least",
 ]

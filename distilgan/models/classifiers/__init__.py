@@ -4,6 +4,11 @@ Names: ``resnet20/32/44/56`` (CIFAR ResNet, option-A shortcut), ``vgg11_bn``, ``
 ``mobilenetv2``, ``shufflenetv2``, ``repvgg_a0`` (plus a few size variants). Every classifier takes
 normalised float NCHW input and carries its normalisation (see :mod:`.base`); it is saved as a
 folder (config.json + model.safetensors) with ``save_pretrained``.
+
+Why here and not in ``calibration/``: the classifiers are shipped and judged by more than calibration
+(the ``ca`` metric, in ``eval`` and in the training loop, loads them too, ``distilgan train-classifier``
+makes them), and they are saved and loaded through the one ``models.ARCHITECTURES`` registry like every
+other network; ``calibration/`` holds only what calibration does with them (sources, PTQ).
 """
 
 from __future__ import annotations

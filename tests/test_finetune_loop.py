@@ -213,16 +213,17 @@ def test_options_print_the_loss_and_load_the_run_discriminator(checkpoint: Path,
     from distilgan.models import load_pretrained
 
     parser = argparse.ArgumentParser()
-    add_finetune_options(parser)
+    add_finetune_options(parser, steps=10, lr=1e-4, steps_meaning="steps")
+    required = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]
     model = load_pretrained(checkpoint)
-    kwargs = finetune_arguments(parser.parse_args([]), model, "qat")
+    kwargs = finetune_arguments(parser.parse_args(required), model, "qat")
     assert kwargs["discriminator"] is None and "pixel L1 only (no --run" in capsys.readouterr().out
-    finetune_arguments(parser.parse_args(["--feature-weight", "0.2"]), model, "qat")
+    finetune_arguments(parser.parse_args([*required, "--feature-weight", "0.2"]), model, "qat")
     assert "0.2 x random-conv feature L1" in capsys.readouterr().out
     _, D = tiny_models()
     run = fake_run(tmp_path / "run", D)
-    args = parser.parse_args(["--run", str(run), "--finetune-out", str(tmp_path / "ft"), "--precision", "fp32",
-                              "--metrics", "kid"])
+    args = parser.parse_args([*required, "--run", str(run), "--finetune-out", str(tmp_path / "ft"), "--precision",
+                              "fp32", "--metrics", "kid"])
     kwargs = finetune_arguments(args, model, "prune")
     assert "1 x discriminator feature L1" in capsys.readouterr().out
     assert all(torch.equal(v, D.state_dict()[k]) for k, v in kwargs["discriminator"].state_dict().items())

@@ -149,15 +149,9 @@ def run(args: argparse.Namespace) -> int:
             mode = "with real data" if real is not None else "black-box only (no --real)"
             print(f"distill: {store.num_samples} samples, {source.steps_per_epoch} steps/epoch, "
                   f"{trainer.total_steps} steps, {dist.world_size} process(es) on {dist.device}, {mode}")
-        if trainer.step >= trainer.total_steps:
-            if dist.is_main:
-                print(f"distill: {run_dir} has already finished its {trainer.total_steps} steps")
-            return 0
-        result = trainer.fit(resumed=state is not None)
-        if dist.is_main:
-            print(f"distill: done at step {result['step']} (epoch {result['epoch']}); generator in {run_dir / 'generator'}")
-            if "best" in result:
-                print(f"distill: {result['best']['summary']}")
+        from distilgan.train.run_options import train_to_the_end
+
+        train_to_the_end(trainer, state is not None, run_dir, "distill")
         return 0
     finally:
         teardown_distributed()

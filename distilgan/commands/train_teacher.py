@@ -120,16 +120,9 @@ def run(args: argparse.Namespace) -> int:
                   f"G {g_params:,} / D {d_params:,} parameters; {source.steps_per_epoch} D steps/epoch, "
                   f"{trainer.total_steps} D steps ({gan.d_steps} per G step), {dist.world_size} process(es) "
                   f"on {dist.device}")
-        if trainer.step >= trainer.total_steps:
-            if dist.is_main:
-                print(f"train-teacher: {run_dir} has already finished its {trainer.total_steps} steps")
-            return 0
-        result = trainer.fit(resumed=state is not None)
-        if dist.is_main:
-            print(f"train-teacher: done at step {result['step']} (epoch {result['epoch']}); "
-                  f"generator in {run_dir / 'generator'}")
-            if "best" in result:
-                print(f"train-teacher: {result['best']['summary']}")
+        from distilgan.train.run_options import train_to_the_end
+
+        train_to_the_end(trainer, state is not None, run_dir, "train-teacher")
         return 0
     finally:
         teardown_distributed()

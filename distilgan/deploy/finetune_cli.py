@@ -11,7 +11,19 @@ from distilgan.errors import UserError
 from distilgan.utils import argtypes
 
 
-def add_finetune_options(parser: argparse.ArgumentParser) -> None:
+def add_finetune_options(parser: argparse.ArgumentParser, steps: int, lr: float, steps_meaning: str) -> None:
+    """The options of a fine-tuning command (prune, qat) but its own; ``steps``, ``lr``: its defaults."""
+    parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--steps", type=argtypes.nonneg_int, default=steps, help=f"{steps_meaning} (default {steps})")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="batch size (default 64)")
+    parser.add_argument("--lr", type=argtypes.positive_float, default=lr, help=f"Adam learning rate (default {lr:g})")
+    parser.add_argument("--seed", type=argtypes.seed, default=0, help="seed of the training z (default 0)")
+    parser.add_argument("--format", default="openvino", help="export format: openvino (default) or onnx")
+    parser.add_argument("--calibration-size", type=argtypes.positive_int, default=512,
+                        help="INT8 calibration samples (default 512)")
+    parser.add_argument("--threads", type=argtypes.positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     group = parser.add_argument_group("fine-tuning (the training loop)")
     group.add_argument("--run", help="the distill run folder that made the student: the trained discriminator in "
                        "RUN/state/state.pt adds its feature L1 to the pixel L1 (default: no discriminator)")
@@ -28,6 +40,25 @@ def add_finetune_options(parser: argparse.ArgumentParser) -> None:
     from distilgan.train.run_options import FINETUNE_OPTION_KEYS
 
     add_config_options(group, "finetune", only=FINETUNE_OPTION_KEYS, grouped=False)
+
+
+def prepare_finetune_command(args: argparse.Namespace) -> tuple[str, Any]:
+    """Checks before the long fine-tuning, then (export format, the loaded generator)."""
+    import torch
+
+    from distilgan.deploy import FORMATS, check_choice
+    from distilgan.deploy.export import load_generator
+    from distilgan.utils.paths import check_output_dir
+
+    fmt = check_choice(args.format, FORMATS, "--format")
+    check_output_dir(args.out, "--out")
+    if args.finetune_out:
+        check_output_dir(args.finetune_out, "--finetune-out")  # an existing run folder is fine: --resume continues it
+    for option in ("--metric-n", "--metric-every", "--metric-ref", "--metric-classifier"):
+        argtypes.refuse_unless(args, option, bool(args.metrics), "sets up the in-loop metrics, and no --metrics are asked for")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return fmt, load_generator(args.checkpoint)
 
 
 def finetune_arguments(args: argparse.Namespace, model: Any, command: str) -> dict[str, Any]:

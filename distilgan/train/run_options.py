@@ -67,3 +67,17 @@ def resolve_command_run(args: argparse.Namespace, kind: str) -> tuple[Any, Path,
         argtypes.refuse_unless(args, option, bool(config.loop.metrics),
                                "sets up the in-loop metrics, and no --metrics are asked for")
     return config, run_dir, state
+
+
+def train_to_the_end(trainer: Any, resumed: bool, run_dir: Path, kind: str) -> None:
+    """Fit the run (unless it has already done its steps) and say where its generator is."""
+    main = trainer.dist.is_main
+    if trainer.step >= trainer.total_steps:
+        if main:
+            print(f"{kind}: {run_dir} has already finished its {trainer.total_steps} steps")
+        return
+    result = trainer.fit(resumed=resumed)
+    if main:
+        print(f"{kind}: done at step {result['step']} (epoch {result['epoch']}); generator in {run_dir / 'generator'}")
+        if "best" in result:
+            print(f"{kind}: {result['best']['summary']}")

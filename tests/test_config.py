@@ -67,6 +67,8 @@ def test_resume_refuses_a_changed_recipe_but_not_a_changed_cadence() -> None:
     check_resume_compatible(saved, resolve_run_config("train-teacher", {"ch": 96, "log_every": 50, "compile": True}))
     with pytest.raises(UserError, match="'ch' is 128 but the run was started with 96"):
         check_resume_compatible(saved, resolve_run_config("train-teacher", {"ch": 128}))
+    with pytest.raises(UserError, match="holds a train-teacher run, not a distill run"):
+        resolve_run_config("distill", {}, saved=saved)
 
 
 def test_ema_half_life_does_not_change_with_the_batch() -> None:

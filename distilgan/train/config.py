@@ -325,6 +325,9 @@ def resolve_run_config(kind: str, cli: Mapping[str, Any], file_values: Mapping[s
     given). An old run's flat config resumes with the values of keys it predates (LEGACY_DEFAULTS)."""
     flat: dict[str, Any] = {}
     if saved is not None:
+        if saved.get("kind", kind) != kind:
+            raise UserError(f"--resume: that folder holds a {saved['kind']} run, not a {kind} run "
+                            f"(resume it with distilgan {saved['kind'] if saved['kind'] != 'finetune' else 'prune/qat'})")
         old = flatten(saved, kind, legacy=True)
         flat.update({k: v for k, v in legacy_defaults(old).items() if k in key_fields(kind)})
         flat.update(old)

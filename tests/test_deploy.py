@@ -259,16 +259,25 @@ def test_qat_training_and_cli(cli, tiny, tmp_path):
     assert info["quantization"]["method"].startswith("quantization-aware training")
     # The export keeps the trained scales: the INT8 runtimes reproduce the fake-quantised torch model
     # (re-quantising with NNCF picks other ranges: on the CIFAR-10 student its mean error to it is ~0.02).
-    # Without VNNI (an AVX2-only CPU) the u8 x s8 INT8 kernels of OpenVINO and ONNX Runtime go through
+    # How close they come depends on the CPU's INT8 kernels. With AMX the u8 x s8 products are summed in
+    # int32 as the fake-quantised model assumes: mean error 3e-5 (OpenVINO) / 3e-6 (ORT) on an Intel Xeon.
+    # With AVX-512 VNNI but no AMX (AMD EPYC Zen 5) the runtimes' requantisation rounds some activations
+    # one step the other way: mean error 1.3e-3 (OpenVINO) / 3e-8 (ORT). Without VNNI (an AVX2-only CPU) the kernels go through
     # int16 sums that saturate on full 8-bit weights (what NNCF's overflow_fix and ORT's reduce_range are
-    # for), so their output leaves the fake-quantised model: mean error 0.063 (OpenVINO) and 0.056 (ORT)
-    # measured on an AVX2-only AMD EPYC, 3e-5 / 3e-6 with VNNI.
+    # for): mean error 0.063 (OpenVINO) and 0.056 (ORT) on an AVX2-only AMD EPYC.
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    vnni = any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    if "amx_int8" in flags:
+        bound = 1e-3
+    elif any(flag in flags for flag in ("avx512_vnni", "avx_vnni")):
+        bound = 1e-2
+    else:
+        bound = 0.1
+    errors = {}
     for fmt in ("openvino", "onnx"):
-        bound = 1e-3 if vnni else 0.1
         exported = export_model(tuned, tmp_path / f"own-{fmt}", fmt=fmt, precision="int8", quantized_model=fake_quantised)
-        assert exported["parity"]["mean_abs_error"] < bound, (fmt, exported["parity"])  # measured: 3e-5 / 3e-6
+        errors[fmt] = exported["parity"]["mean_abs_error"]
+    print("int8 parity to the fake-quantised model:", errors)
+    assert all(error < bound for error in errors.values()), (errors, bound)
 
 
 def test_bench_table_and_json(cli, tiny, exports, tmp_path):

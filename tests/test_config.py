@@ -36,7 +36,9 @@ def test_a_teacher_run_records_only_its_own_keys() -> None:
     assert set(teacher) == {"kind", "data", "loop", "model", "objective", "extra"}
     assert teacher["model"]["ch"] == 96 and "d_steps" in teacher["objective"]
     flat_keys = {key for section in ("data", "loop", "model", "objective") for key in teacher[section]}
-    assert not flat_keys & {"lambda_pixel", "gstep", "ngf", "real"}
+    assert not flat_keys & {"lambda_pixel", "gstep", "pixel_schedule", "real"}
+    # the student-network widths belong to --arch distylegan (the from-scratch baseline): unset for biggan
+    assert teacher["model"]["arch"] == "biggan" and teacher["model"]["ngf"] is None
     student = config_to_dict(resolve_run_config("distill", {}))
     assert "lambda_pixel" in student["objective"] and "ch" not in student["model"]
 

@@ -196,6 +196,52 @@ def test_bad_settings_are_one_line_errors(real_npz: Path, reference_run: Path, t
     assert code == 2 and "d_steps" in err
 
 
+BASELINE = ["--arch", "distylegan", "--ngf", "16", "--ndf", "8", "--project-dim", "8", "--batch-size", "8",
+            "--d-steps", "2", "--ema-start", "2", "--log-every", "1", "--ckpt-every", "1", "--ckpt-every-steps", "4",
+            "--seed", "1", "--device", "cpu", "--precision", "fp32"]
+
+
+def test_distylegan_baseline_trains_from_scratch_and_resumes_exactly(real_npz: Path, tmp_path: Path, cli) -> None:
+    """--arch distylegan: the student's networks under the teacher's objective (the from-scratch baseline)."""
+    import yaml
+
+    from distilgan.models import DiStyleGANGenerator, load_pretrained
+
+    reference = tmp_path / "reference"
+    args = ["train-teacher", "--data", real_npz, "--epochs", "2", *BASELINE]
+    code, out, err = cli(*args, "--out", reference)
+    assert code == 0, err
+    generator = load_pretrained(reference / "generator")
+    assert isinstance(generator, DiStyleGANGenerator) and generator.class_names == ["red", "green", "blue"]
+    assert generator.z_dim == 512 and generator.ngf == 16  # the student's own latent size when --z-dim is not given
+    assert generator.z_distribution.kind == "normal" and generator.teacher_fingerprint is None
+    model = yaml.safe_load((reference / "config.yaml").read_text())["model"]
+    assert model["arch"] == "distylegan" and model["z_dim"] == 512 and model["ndf"] == 8 and model["project_dim"] == 8
+    records = read_log(reference)
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert all(math.isfinite(r["d/total"]) for r in records) and all("g/gan" in r for r in records if r["step"] % 2 == 0)
+    images = generator(torch.randn(3, 512), torch.tensor([0, 1, 2]))
+    assert images.shape == (3, 3, RES, RES) and images.abs().max() <= 1
+
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-m", "distilgan", *map(str, args), "--out", str(killed)], capture_output=True,
+                          text=True, env={**SUBPROCESS_ENV, KILL_ENV: "7"}, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert load_state(killed / "state" / "state.pt")["step"] == 6  # the end of epoch 1
+    code, _, err = cli(*args, "--out", killed, "--resume")
+    assert code == 0, err
+    assert [r["step"] for r in read_log(killed)] == list(range(1, 13))
+    for mine, theirs in zip(read_log(killed)[6:], records[6:]):
+        for term, value in theirs.items():
+            if term.startswith(("d/", "g/")):
+                assert mine[term] == pytest.approx(value, rel=1e-5, abs=1e-6), (mine["step"], term)
+    # the biggan networks take other width options: one line naming the fix
+    code, _, err = cli("train-teacher", "--data", real_npz, "--out", tmp_path / "bad", *TINY, "--ngf", "64")
+    assert code == 2 and "--ngf" in err and "--arch distylegan" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("train-teacher", "--data", real_npz, "--out", tmp_path / "bad2", "--arch", "dcgan")
+    assert code == 2 and "dcgan" in err and len(err.strip().splitlines()) == 1
+
+
 # -- packed JPEG datasets ---------------------------------------------------------------------------
 def _pack(encoded: list[bytes], labels: np.ndarray, classes: list[str], path: Path) -> None:
     offsets = np.cumsum([0] + [len(b) for b in encoded]).astype(np.int64)

@@ -10,7 +10,6 @@ written to RUN/config.yaml. See docs/training.md.
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,6 @@ def add_parser(subparsers: Any) -> None:
                         help="skip the sha256 check of each shard against the manifest when first read "
                         "(for huge sets already checked with distilgan verify)")
     parser.set_defaults(func=run)
-
-
-def _model_default(cls: type, name: str) -> Any:
-    return inspect.signature(cls.__init__).parameters[name].default
 
 
 def _check_real_matches(store: Any, real: Any, spec: str) -> None:
@@ -68,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from distilgan.store import DistillationStore
     from distilgan.models import DiStyleGANDiscriminator, DiStyleGANGenerator
+    from distilgan.models.pretrained import constructor_default
     from distilgan.train.config import save_config
     from distilgan.train.losses import DistillationObjective
     from distilgan.train.batches import RealSampler, StoreBatches
@@ -96,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     for key, cls in (("ngf", DiStyleGANGenerator), ("ndf", DiStyleGANDiscriminator),
                      ("project_dim", DiStyleGANGenerator)):
         if getattr(config.model, key) is None:  # record the model's default in config.yaml
-            setattr(config.model, key, _model_default(cls, key))
+            setattr(config.model, key, constructor_default(cls, key))
 
     dist = setup_distributed(config.loop.device)
     try:

@@ -7,7 +7,8 @@
 Same loop, run folder, resume and settings rules as ``distilgan distill`` (docs/training.md); the
 objective is :class:`distilgan.train.losses.GANObjective` (hinge, DiffAugment, optional LeCam, several
 D steps per G step). One step of the loop is one D step, so ``--max-steps``, ``--ema-start`` and
-``--log-every`` count D steps. See docs/teacher.md.
+``--log-every`` count D steps. ``--arch distylegan`` trains the student's G and D with this objective
+from scratch on the real data: the plain conditional GAN a distilled student must beat. See docs/teacher.md.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def add_parser(subparsers: Any) -> None:
         description="Train a class-conditional BigGAN-style generator (residual G with conditional BN and a "
         "shared class embedding, projection D, spectral norm, hinge loss, G EMA, DiffAugment, optional "
         "LeCam) on real images, with the same loop, run folder and exact resume as distill. "
-        "Run under torchrun for DDP. See docs/teacher.md.",
+        "Run under torchrun for DDP. --arch distylegan trains the DiStyleGAN student's networks the same way, "
+        "from scratch: the baseline a distilled student is compared with. See docs/teacher.md.",
     )
     from distilgan.train.config import add_config_options
 
@@ -42,6 +44,41 @@ def _validate(config: RunConfig) -> None:
     from distilgan.train.augment import parse_policy
 
     parse_policy(config.objective.diffaugment)  # widths and counts are checked with every config
+    model = config.model
+    if model.arch == "biggan":
+        given = [f"--{key.replace('_', '-')}" for key in ("ngf", "ndf", "project_dim") if getattr(model, key) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} set the widths of --arch distylegan; the biggan networks take --ch, "
+                            "--d-ch and --shared-dim")
+
+
+def build_networks(config: RunConfig, data: Any) -> tuple[Any, Any]:
+    """G and D of ``config.model.arch`` for ``data``; the architecture's defaults are recorded in the config."""
+    from distilgan.models import BigGANDiscriminator, BigGANGenerator, DiStyleGANDiscriminator, DiStyleGANGenerator
+    from distilgan.models.pretrained import constructor_default
+
+    model = config.model
+    family = {"biggan": (BigGANGenerator, BigGANDiscriminator),
+              "distylegan": (DiStyleGANGenerator, DiStyleGANDiscriminator)}[model.arch]
+    if model.z_dim is None:  # record the architecture's own latent size in config.yaml
+        model.z_dim = constructor_default(family[0], "z_dim")
+    shape = {"num_classes": data.num_classes, "resolution": data.resolution, "channels": data.channels}
+    try:
+        if model.arch == "biggan":
+            generator = BigGANGenerator(z_dim=model.z_dim, ch=model.ch, shared_dim=model.shared_dim,
+                                        class_names=data.class_names, **shape)
+            discriminator = BigGANDiscriminator(ch=model.d_ch, **shape)
+        else:
+            for key, cls in (("ngf", DiStyleGANGenerator), ("ndf", DiStyleGANDiscriminator),
+                             ("project_dim", DiStyleGANGenerator)):
+                if getattr(model, key) is None:
+                    setattr(model, key, constructor_default(cls, key))
+            generator = DiStyleGANGenerator(z_dim=model.z_dim, ngf=model.ngf, project_dim=model.project_dim,
+                                            class_names=data.class_names, **shape)
+            discriminator = DiStyleGANDiscriminator(ndf=model.ndf, project_dim=model.project_dim, **shape)
+    except ValueError as err:  # e.g. an unsupported resolution
+        raise UserError(f"cannot build the {model.arch} networks for {config.data.data}: {err}") from None
+    return generator, discriminator
 
 
 def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str, Any] | None]:
@@ -60,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from distilgan.data.datasets import open_dataset
-    from distilgan.models import BigGANDiscriminator, BigGANGenerator
     from distilgan.train.config import save_config
     from distilgan.train.losses import GANObjective
     from distilgan.train.batches import RealBatches
@@ -80,14 +116,7 @@ def run(args: argparse.Namespace) -> int:
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(config.loop.seed)  # same initial weights on every rank (rank 0's are broadcast anyway)
         model, gan = config.model, config.objective
-        try:
-            generator = BigGANGenerator(z_dim=model.z_dim, num_classes=data.num_classes, ch=model.ch,
-                                        resolution=resolution, channels=channels, shared_dim=model.shared_dim,
-                                        class_names=data.class_names)
-            discriminator = BigGANDiscriminator(num_classes=data.num_classes, ch=model.d_ch,
-                                                resolution=resolution, channels=channels)
-        except ValueError as err:  # e.g. an unsupported resolution
-            raise UserError(f"cannot build the models for {config.data.data}: {err}") from None
+        generator, discriminator = build_networks(config, data)
         objective = GANObjective(
             generator.to(dist.device), discriminator.to(dist.device), z_dim=model.z_dim,
             num_classes=data.num_classes, d_steps=gan.d_steps, policy=gan.diffaugment, lecam=gan.lecam,

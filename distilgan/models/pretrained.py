@@ -37,6 +37,11 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in PRETRAINED_ROOT.iterdir() if (p / CONFIG_NAME).is_file())
 
 
+def constructor_default(cls: type, name: str) -> Any:
+    """The default of one constructor argument (what a run records when the user left it to the model)."""
+    return inspect.signature(cls.__init__).parameters[name].default
+
+
 def resolve_checkpoint(name_or_dir: str | os.PathLike) -> Path:
     """A checkpoint folder from a path (folder, or a file inside it) or a built-in name."""
     path = Path(name_or_dir).expanduser()

@@ -147,10 +147,19 @@ class DistillObjectiveConfig:
 
 @dataclass
 class TeacherModelConfig:
-    ch: int = opt(256, "generator width, channels of every G block", check="positive")
-    d_ch: int = opt(256, "discriminator width", check="positive")
-    z_dim: int = opt(128, "latent size; a multiple of (number of G blocks + 1), e.g. 4 at 32x32", check="positive")
-    shared_dim: int = opt(128, "shared class embedding size, 0 for one-hot conditioning", check="nonneg")
+    # distylegan trains the student's own networks from scratch on the real data: the baseline a
+    # distilled student must beat (same loop, hinge loss and DiffAugment as the teacher)
+    arch: str = opt("biggan", "networks: biggan (the BigGAN-style teacher) or distylegan (the DiStyleGAN student's "
+                    "G and D, trained from scratch: the distillation baseline)", choices=("biggan", "distylegan"))
+    ch: int = opt(256, "biggan: generator width, channels of every G block", check="positive")
+    d_ch: int = opt(256, "biggan: discriminator width", check="positive")
+    z_dim: int | None = opt(None, "latent size (default: the architecture's, 128 for biggan, a multiple of the number "
+                            "of G blocks + 1; 512 for distylegan)", check="positive")
+    shared_dim: int = opt(128, "biggan: shared class embedding size, 0 for one-hot conditioning", check="nonneg")
+    ngf: int | None = opt(None, "distylegan: generator width (default: the model's, 256)", check="positive")
+    ndf: int | None = opt(None, "distylegan: discriminator width (default: the model's, 128)", check="positive")
+    project_dim: int | None = opt(None, "distylegan: projection size in G and D (default: the model's, 128)",
+                                  check="positive")
 
 
 @dataclass

@@ -231,7 +231,8 @@ class DistillationObjective(Objective):
 
 
 class GANObjective(Objective):
-    """A class-conditional GAN on real data (the BigGAN-style teacher): hinge loss + DiffAugment.
+    """A class-conditional GAN on real data (the BigGAN-style teacher, or the student's networks from
+    scratch as the distillation baseline): hinge loss + DiffAugment.
 
     One loop step is one D step on a real batch; G steps after every ``d_steps`` D steps (BigGAN's
     num_D_steps), on fresh z and uniformly drawn labels.
@@ -319,6 +320,10 @@ class GANObjective(Objective):
                 + F.relu(self.ema_real - fake_logits.float()).pow(2).mean())
 
     # -- losses -----------------------------------------------------------------------------------
+    def _logits(self, images: Tensor, labels: Tensor) -> Tensor:
+        out = self.D_forward(images, labels)
+        return out[0] if isinstance(out, tuple) else out  # DiStyleGAN's D also returns its features
+
     def discriminator_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Terms]:
         real, real_labels = batch["real_images"], batch["real_labels"]
         n = real.shape[0]
@@ -327,7 +332,7 @@ class GANObjective(Objective):
             fakes = self.G_forward(z, fake_labels)
         # each half its own draw; one D forward for both (one spectral-norm update per step)
         images = torch.cat([self.augment(real), self.augment(fakes.to(real.dtype))])
-        logits = self.D_forward(images.detach(), torch.cat([real_labels, fake_labels]))
+        logits = self._logits(images.detach(), torch.cat([real_labels, fake_labels]))
         terms: Terms = {"d/real": hinge_d_real(logits[:n]), "d/fake": hinge_d_fake(logits[n:])}
         total = terms["d/real"] + terms["d/fake"]
         terms["d/real_logit"] = logits[:n].detach().float().mean()
@@ -341,7 +346,7 @@ class GANObjective(Objective):
     def generator_loss(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Terms]:
         n = batch["real_labels"].shape[0]
         z, labels = self.fresh_inputs(n, batch["real_labels"].device)
-        logits = self.D_forward(self.augment(self.G_forward(z, labels)), labels)
+        logits = self._logits(self.augment(self.G_forward(z, labels)), labels)
         terms: Terms = {"g/gan": hinge_g(logits)}
         terms["g/total"] = terms["g/gan"]
         return terms["g/total"], terms

@@ -290,6 +290,21 @@ def test_stats_and_eval_cli_round_trip(cifar_features, cli, tmp_path, monkeypatc
     code, _, err = cli("eval", "--images", tmp_path / "test.npz", "--ref", tmp_path / "missing.npz")
     assert code == 2 and "not found" in err
 
+    # several references: the same features scored against each; the first stays where one-reference files have it
+    code, out, err = cli("eval", "--images", tmp_path / "test.npz", "--ref", tmp_path / "ref.npz", tmp_path / "test.npz",
+                         "--n", n, "--metrics", "fid", "kid", "ifid", "--json", tmp_path / "two.json")
+    assert code == 0, err
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["metrics"]["fid"] == pytest.approx(metrics["fid"], rel=1e-9) and two["protocol"]["n_ref"] == n
+    by_ref = two["by_reference"]
+    assert [entry["reference"]["file"] for entry in by_ref][0] == str(tmp_path / "ref.npz") and len(by_ref) == 2
+    assert by_ref[0]["metrics"]["fid"] == two["metrics"]["fid"]
+    assert by_ref[1]["metrics"]["fid"] == pytest.approx(0, abs=1e-3)  # the images against their own statistics
+    assert by_ref[1]["metrics"]["ifid"] == pytest.approx(0, abs=1e-2)
+    assert out.count("sample features") <= 1 and "fid" in out.splitlines()[1]
+    code, _, err = cli("eval", "--images", tmp_path / "test.npz", "--ref", tmp_path / "ref.npz", tmp_path / "ref.npz")
+    assert code == 2 and "same reference twice" in err and len(err.strip().splitlines()) == 1
+
 
 # --- t-SNE map -------------------------------------------------------------------------------------
 

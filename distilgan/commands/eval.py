@@ -33,8 +33,10 @@ def add_parser(subparsers: Any) -> None:
     source.add_argument("--checkpoint", help="student checkpoint folder (config.json + model.safetensors) or built-in name")
     source.add_argument("--teacher", help="teacher spec, e.g. onnx:model.onnx or builtin:toy")
     source.add_argument("--images", help="folder, .zip or .npz of images (read like a dataset)")
-    parser.add_argument("--ref", default=None, help="reference statistics .npz from `distilgan stats`, or a dataset (statistics "
-                                                    "cached); needed by every metric but 'ca' and 'cs'")
+    parser.add_argument("--ref", nargs="+", default=None, metavar="REF",
+                        help="reference statistics .npz from `distilgan stats`, or a dataset (statistics cached); needed by "
+                             "every metric but 'ca' and 'cs'. Several: the same samples are scored against "
+                             "each (e.g. train and test statistics), generated and passed through Inception once")
     parser.add_argument("--ref-split", default="train", help="split of a --ref dataset (default: train)")
     parser.add_argument("--ref-n", type=argtypes.int_at_least(2, "statistics need at least 2 images"), default=None, help="seeded subset size of a --ref dataset (default: all)")
     parser.add_argument("--n", type=argtypes.int_at_least(2, "metrics need at least 2 samples"), default=50000, help="samples to generate or images to use (default: 50000)")
@@ -153,6 +155,7 @@ def _format(value: Any) -> str:
 
 
 JUDGED_METRICS = ("ca", "cs")  # computed from a classifier's softmax, not from Inception features
+REFERENCE_FREE = (*JUDGED_METRICS, "is", "fidelity")  # the same whatever --ref is
 
 
 def _check_options(args: argparse.Namespace, needs_features: bool) -> None:
@@ -168,9 +171,14 @@ def _check_options(args: argparse.Namespace, needs_features: bool) -> None:
         raise UserError(f"--ref is needed for {', '.join(m for m in args.metrics if m not in JUDGED_METRICS)}: "
                         "reference statistics from `distilgan stats`, or a dataset")
     argtypes.refuse_unless(args, "--ref", needs_features, "is what Inception-feature metrics compare with; 'ca' and 'cs' need none")
-    ref_is_file = bool(args.ref) and is_reference_file(args.ref)  # a statistics file: its split and count are fixed
-    argtypes.refuse_unless(args, "--ref-split", bool(args.ref) and not ref_is_file, f"picks a split of a --ref dataset, not of the statistics file {args.ref}")
-    argtypes.refuse_unless(args, "--ref-n", bool(args.ref) and not ref_is_file, f"takes a subset of a --ref dataset, not of the statistics file {args.ref}")
+    # a statistics file's split and count are fixed: --ref-split / --ref-n need a dataset among the references
+    ref_files = [ref for ref in args.ref or [] if is_reference_file(ref)]
+    any_dataset = len(ref_files) < len(args.ref or [])
+    named = " ".join(map(str, ref_files))
+    argtypes.refuse_unless(args, "--ref-split", any_dataset, f"picks a split of a --ref dataset, not of the statistics file {named}")
+    argtypes.refuse_unless(args, "--ref-n", any_dataset, f"takes a subset of a --ref dataset, not of the statistics file {named}")
+    if args.ref and len(set(map(str, args.ref))) < len(args.ref):
+        raise UserError("--ref names the same reference twice: give each once")
     argtypes.refuse_unless(args, "--truncation", not args.images, "shapes the z of generated samples, not --images")
     if args.fidelity_teacher and not args.checkpoint:
         raise UserError("--fidelity-teacher compares a student with its teacher: use it with --checkpoint")
@@ -186,24 +194,24 @@ def _check_options(args: argparse.Namespace, needs_features: bool) -> None:
                         "--images carry no requested class: use --checkpoint or --teacher")
 
 
-def _reference(args: argparse.Namespace, network: Any) -> tuple[Any, dict[str, Any]]:
-    """(Reference, its protocol entry): a statistics file, or a dataset's cached statistics."""
+def _reference(args: argparse.Namespace, source: str, network: Any) -> tuple[Any, dict[str, Any]]:
+    """(Reference, its protocol entry) for one --ref: a statistics file, or a dataset's cached statistics."""
     from distilgan.errors import UserError
     from distilgan.metrics.reference import is_reference_file, load_reference, reference_for_dataset
 
-    if is_reference_file(args.ref):
-        ref, ref_file, cached = load_reference(args.ref), args.ref, False
+    if is_reference_file(source):
+        ref, ref_file, cached = load_reference(source), source, False
     else:
-        ref, ref_path, cached = reference_for_dataset(args.ref, args.ref_split, args.ref_n, network, batch_size=args.batch_size)
+        ref, ref_path, cached = reference_for_dataset(source, args.ref_split, args.ref_n, network, batch_size=args.batch_size)
         ref_file = str(ref_path)
     ref_net = ref.meta.get("network", {}).get("sha256")
     if ref_net and ref_net != network.sha256:
-        raise UserError(f"{args.ref} was computed with another feature network ({ref.meta['network'].get('name')}); "
+        raise UserError(f"{source} was computed with another feature network ({ref.meta['network'].get('name')}); "
                         "recompute it with `distilgan stats` and the same --network")
     # bf16 features move FID by more than the 0.1 % parity target: never mix them with fp32 ones.
     ref_precision = ref.meta.get("network", {}).get("precision", "fp32")  # older files: torch fp32
     if ref_precision != network.precision:
-        raise UserError(f"{args.ref} holds {ref_precision} features and this run uses --precision {network.precision}; "
+        raise UserError(f"{source} holds {ref_precision} features and this run uses --precision {network.precision}; "
                         f"use the same --precision, or recompute it with `distilgan stats ... --precision {network.precision} --no-cache`")
     return ref, {
         "file": ref_file,
@@ -215,6 +223,33 @@ def _reference(args: argparse.Namespace, network: Any) -> tuple[Any, dict[str, A
         "count": ref.count,
         "dataset": ref.meta.get("dataset"),
     }
+
+
+def _print_table(per_ref: list[dict[str, Any]], ref_names: list[str]) -> None:
+    """metric | value, or one value column per reference when there are several."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, dict):
+            return " ".join(f"{k}:{v:.2f}" for k, v in value.items())
+        return _format(value)
+
+    width = max(len(k) for k in per_ref[0]) + 2
+    if len(per_ref) == 1:
+        print(f"{'metric':<{width}}value")
+        for key, value in per_ref[0].items():
+            print(f"{key:<{width}}{shown(value)}")
+        return
+    columns = [max(14, len(name) + 2) for name in ref_names]
+    print(f"{'metric':<{width}}" + "".join(f"{name:<{col}}" for name, col in zip(ref_names, columns)))
+    for key in per_ref[0]:
+        values = [shown(results[key]) for results in per_ref]
+        if len(set(values)) == 1 and any(len(v) > 14 for v in values):  # a long reference-free value: once
+            print(f"{key:<{width}}{values[0]}")
+        elif any(len(v) > 14 for v in values):  # per-class values: a line per reference
+            for name, value in zip(ref_names, values):
+                print(f"{key} [{name}]  {value}")
+        else:
+            print(f"{key:<{width}}" + "".join(f"{v:<{col}}" for v, col in zip(values, columns)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,11 +267,11 @@ def run(args: argparse.Namespace) -> int:
         from distilgan.metrics.class_agreement import DEFAULT_JUDGE, load_judge
 
         judge = load_judge(args.classifier or DEFAULT_JUDGE, device=args.device)  # before any image is made
-    network = ref = None
+    network, refs = None, []
     if needs_features:
         network = load_network(args.network, device=args.device, backend=args.backend, precision=args.precision)
         refuse_unavailable(args.metrics, network=network)
-        ref, ref_protocol = _reference(args, network)
+        refs = [_reference(args, source, network) for source in args.ref]
 
     images, labels, source, teacher_samples = _samples(args, network)
     if network is not None:
@@ -252,28 +287,37 @@ def run(args: argparse.Namespace) -> int:
     if teacher_samples is not None and "fidelity" in args.metrics:
         gen.teacher_features, _ = extract(network, teacher_samples(), batch_size=args.batch_size, desc="teacher features")
 
-    results: dict[str, Any] = {}
-    for name in dict.fromkeys(args.metrics):  # keep order, drop repeats
-        results.update(get_metric(name)(gen, ref, seed=args.seed, device=args.device, progress=True))
+    metrics = list(dict.fromkeys(args.metrics))  # keep order, drop repeats
+    shared: dict[str, Any] = {}  # metrics that do not depend on the reference: computed once
+    for name in (m for m in metrics if m in REFERENCE_FREE):
+        shared.update(get_metric(name)(gen, None, seed=args.seed, device=args.device, progress=True))
+    per_ref: list[dict[str, Any]] = []
+    for ref, _ in refs or [(None, None)]:
+        results: dict[str, Any] = {}
+        for name in metrics:
+            results.update(shared if name in REFERENCE_FREE else get_metric(name)(gen, ref, seed=args.seed, device=args.device, progress=True))
+        per_ref.append(results)
 
     protocol: dict[str, Any] = {"n_gen": int(len(images))}
     if network is not None:
         protocol.update(network=network.describe(), backend=network.backend, precision=network.precision,
-                        resize=network.resize, n_ref=ref.count, reference=ref_protocol)
+                        resize=network.resize, n_ref=refs[0][0].count, reference=refs[0][1])
     if judge is not None:
         protocol["classifier"] = judge[1]
     protocol.update(source=source, seed=args.seed, truncation=args.truncation,
                     class_balanced=labels is not None and not args.images, seconds=round(time.time() - started, 1))
-    width = max(len(k) for k in results) + 2
-    print(f"{'metric':<{width}}value")
-    for key, value in results.items():
-        if isinstance(value, dict):
-            value = " ".join(f"{k}:{v:.2f}" for k, v in value.items())
-        print(f"{key:<{width}}{_format(value)}")
-    against = (f"vs {ref.count} reference images ({ref.meta.get('split')}), network sha1 {network.sha1[:12]}"
-               if network is not None else f"judged by {judge[1]}")
+    _print_table(per_ref, [f"{ref.meta.get('split') or 'ref'} ({ref.count})" for ref, _ in refs])
+    if network is not None:
+        against = "; ".join(f"{ref.count} reference images ({ref.meta.get('split')}, {entry['file']})" for ref, entry in refs)
+        against = f"vs {against}, network sha1 {network.sha1[:12]}"
+    else:
+        against = f"judged by {judge[1]}"
     print(f"-- {len(images)} samples {against}, seed {args.seed}, {protocol['seconds']} s")
     if args.json:
-        atomic_write_json(args.json, {"metrics": results, "protocol": protocol})
+        record: dict[str, Any] = {"metrics": per_ref[0], "protocol": protocol}
+        if len(refs) > 1:  # the first reference stays in "metrics"/"protocol", as a one-reference file has it
+            record["by_reference"] = [{"reference": entry, "n_ref": ref.count, "metrics": results}
+                                      for (ref, entry), results in zip(refs, per_ref)]
+        atomic_write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0

@@ -256,6 +256,28 @@ def test_study_combine_merges_per_model_studies(tmp_path):
 
 # --- calibrate CLI ----------------------------------------------------------------------------------
 
+def test_activation_ranges_auto_takes_minmax_for_generated_sources(capsys):
+    from distilgan.commands.calibrate import resolve_activation_ranges
+
+    assert resolve_activation_ranges("auto", "student") == "minmax"
+    assert "student images are smoother" in capsys.readouterr().out  # the one-line notice says why
+    assert resolve_activation_ranges("auto", "teacher") == "minmax"
+    for source in ("real", "noise", "noise-pixel", "uniform", "folder"):
+        assert resolve_activation_ranges("auto", source) == "mean-minmax"
+    assert capsys.readouterr().out.count("\n") == 1  # only the generated source printed a notice
+    assert resolve_activation_ranges("mean-minmax", "student") == "mean-minmax"  # a given choice stays
+    assert resolve_activation_ranges("minmax", "real") == "minmax"
+
+
+def test_calibrate_default_on_a_generated_source_is_minmax(shared, cifar_tree, cli, tmp_path):
+    out = tmp_path / "int8"
+    code, stdout, err = cli("calibrate", "--model", resnet_file(shared, 20), "--calibration", "teacher", "--teacher", "builtin:toy",
+                            "--size", "20", "--data", cifar_tree, "--eval-size", "50", "--no-throughput", "--out", out)
+    assert code == 0, err
+    protocol = json.loads((out / "calibration.json").read_text())["protocol"]
+    assert protocol["activation_ranges"] == "minmax" and protocol["activation_ranges_chosen_by"] == "auto"
+    assert "activation ranges minmax (auto" in stdout
+
 def test_calibrate_real_gives_int8_ir_close_to_fp32(shared, lossless, cifar_tree, cli, tmp_path):
     out = tmp_path / "int8"
     code, stdout, err = cli("calibrate", "--model", resnet_file(shared, 20), "--calibration", "real", "--size", "50",
@@ -267,6 +289,7 @@ def test_calibrate_real_gives_int8_ir_close_to_fp32(shared, lossless, cifar_tree
     assert abs(results["drop_points"]) <= 3.0, results
     assert report["protocol"]["calibration"]["source"] == "real" and report["protocol"]["calibration"]["size"] == 50
     assert report["protocol"]["activation_ranges"] == "minmax"
+    assert report["protocol"]["activation_ranges_chosen_by"] == "--activation-ranges"
     assert (out / "model_int8.bin").stat().st_size > 0 and (out / "calibration_images.png").exists()
     xml = (out / "model_int8.xml").read_text()
     assert xml.count('type="FakeQuantize"') >= 19  # every conv input quantized: it really is INT8

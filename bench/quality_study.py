@@ -88,6 +88,9 @@ def evaluation(name: str, checkpoint: str, refs: dict[str, str], args: argparse.
     """`distilgan eval` of one model against every reference (one pass of generation and Inception),
     cached as EVALS/<name>.json; returns {reference name: that reference's JSON record}."""
     path = args.evals / f"{name}.json"
+    if not path.is_file() and args.existing_evals_only:
+        print(f"{name}: no evaluation in {path} (--existing-evals-only): its quality columns stay empty", flush=True)
+        return {}
     if not path.is_file():
         command = [sys.executable, "-m", "distilgan", "eval", "--checkpoint", checkpoint, "--ref", *refs.values(),
                    "--n", str(args.n), "--metrics", "fid", "kid", "pr", "ifid", "ca", "--classifier", args.classifier,
@@ -98,10 +101,12 @@ def evaluation(name: str, checkpoint: str, refs: dict[str, str], args: argparse.
     if result["protocol"]["n_gen"] != args.n:
         raise SystemExit(f"{path} holds {result['protocol']['n_gen']} samples, this study asks {args.n}: delete it or pass --n")
     by_ref = result.get("by_reference") or [{"reference": result["protocol"]["reference"], "metrics": result["metrics"]}]
-    if [entry["reference"]["file"] for entry in by_ref] != list(refs.values()):
-        raise SystemExit(f"{path} was made against other references: delete it to evaluate again")
-    return {ref_name: {"metrics": entry["metrics"], "protocol": {**result["protocol"], "reference": entry["reference"]}}
-            for ref_name, entry in zip(refs, by_ref)}
+    by_file = {entry["reference"]["file"]: entry for entry in by_ref}
+    missing = [ref for ref in refs.values() if ref not in by_file]
+    if missing:
+        raise SystemExit(f"{path} was made against other references (not {', '.join(missing)}): delete it to evaluate again")
+    return {ref_name: {"metrics": by_file[ref]["metrics"], "protocol": {**result["protocol"], "reference": by_file[ref]["reference"]}}
+            for ref_name, ref in refs.items()}
 
 
 def same_z_images(model: Any, n: int) -> np.ndarray:
@@ -191,14 +196,13 @@ def targets(rows: list[dict[str, Any]], ref: str, ratios: dict[str, float]) -> l
     for (role, label), value in fid.items():
         if role != "student" or value is None:
             continue
-        if teacher is not None:
-            bound = ratios.get(label, DEFAULT_FID_RATIO)
-            checks.append({"check": f"{label}: FID <= {bound}x teacher ({ref})", "value": value / teacher, "bound": bound,
-                           "met": value <= bound * teacher})
+        bound = ratios.get(label, DEFAULT_FID_RATIO)
+        checks.append({"check": f"{label}: FID <= {bound}x teacher ({ref})", "bound": bound,
+                       "value": None if teacher is None else value / teacher,
+                       "met": None if teacher is None else value <= bound * teacher})  # None: not measured
         base = fid.get(("baseline", label))
-        if base is not None:
-            checks.append({"check": f"{label}: FID <= {BASELINE_RATIO}x its from-scratch baseline ({ref})", "value": value / base,
-                           "bound": BASELINE_RATIO, "met": value <= BASELINE_RATIO * base})
+        checks.append({"check": f"{label}: FID <= {BASELINE_RATIO}x its from-scratch baseline ({ref})", "bound": BASELINE_RATIO,
+                       "value": None if base is None else value / base, "met": None if base is None else value <= BASELINE_RATIO * base})
     return checks
 
 
@@ -211,6 +215,8 @@ def main() -> int:
                         help="reference statistics (`distilgan stats`), e.g. train=... test=...; the first one is the targets'")
     parser.add_argument("--evals", type=Path, required=True, help="folder of the evaluation JSONs (made when missing)")
     parser.add_argument("--n", type=int, default=10000, help="samples per evaluation (default 10000)")
+    parser.add_argument("--existing-evals-only", action="store_true",
+                        help="run no evaluation: a model without its EVALS/<name>.json gets empty quality columns")
     parser.add_argument("--fidelity-n", type=int, default=1000, help="samples for the PSNR to the teacher (default 1000)")
     parser.add_argument("--classifier", default="../shared/weights/cifar10-resnet/resnet56-4bfd9763.th", help="class agreement judge")
     parser.add_argument("--fid-ratio", action="append", default=[], metavar="LABEL=X", help="a student's FID target as a multiple of the teacher's")
@@ -235,11 +241,12 @@ def main() -> int:
     teacher = load_pretrained(args.teacher)
     teacher_images = same_z_images(teacher, args.fidelity_n)
     started, rows, shown = time.time(), [], {}
+    per_class = max(1, min(args.grid_per_class, args.fidelity_n // teacher.num_classes))  # the grid shows fidelity samples
     for role, label, checkpoint in models:
         name = label if role == "teacher" else f"{role}-{label}"
         model = teacher if role == "teacher" else load_pretrained(checkpoint)
         images = teacher_images if role == "teacher" else same_z_images(model, args.fidelity_n)
-        shown[name] = images[: args.grid_per_class * model.num_classes]
+        shown[name] = images[: per_class * model.num_classes]
         row = {"name": name, "role": role, "label": label, "checkpoint": checkpoint, "full_ref": args.full_ref,
                "training": training_facts(checkpoint), "cost": cost(model, args.threads, args.min_seconds),
                "psnr_to_teacher_db": None if role == "teacher" else pixel_quality(images, teacher_images)["psnr_db"],
@@ -247,13 +254,14 @@ def main() -> int:
         rows.append(row)
         print(f"{name}: done", flush=True)
     grid = args.grid or args.out.with_suffix(".png")
-    comparison_grid(shown, teacher.num_classes, args.grid_per_class, grid)
+    comparison_grid(shown, teacher.num_classes, per_class, grid)
     print(f"wrote {grid}")
     table = markdown(rows, list(refs))
     checks = targets(rows, args.full_ref, ratios)
     print(table)
     for check in checks:
-        print(f"{'met' if check['met'] else 'NOT met'}: {check['check']}: {check['value']:.3f}")
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[check["met"]]
+        print(f"{verdict}: {check['check']}: " + ("—" if check["value"] is None else f"{check['value']:.3f}"))
     protocol = {"n": args.n, "references": refs, "fidelity_n": args.fidelity_n, "fidelity_z_stream": FIDELITY_STREAM,
                 "cost": f"torch fp32, {args.threads} thread(s), medians", "eval": "distilgan eval (see each JSON's protocol)"}
     result = {"machine": machine_facts(), "protocol": protocol, "rows": rows, "targets": checks, "table": table,

@@ -78,8 +78,20 @@ def test_study_table_targets_and_grid(tmp_path):
     assert grid.shape[0] == 14 + 10 * 34 + 2 and grid.shape[1] == 3 * (2 * 34 + 2) + 2 * 8  # 3 panels, 10 rows of 2
     assert result["machine"]["cpu"] and result["protocol"]["n"] == N
 
+    # --existing-evals-only: a model without its evaluation keeps empty quality columns, its targets "not measured"
+    (evals / "teacher.json").unlink()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--teacher", str(tmp_path / "teacher"), "--student", f"ngf8={student}",
+                           "--ref", f"test={refs[1]}", "--evals", str(evals), "--n", str(N), "--fidelity-n", "20",
+                           "--min-seconds", "0", "--existing-evals-only", "--out", str(tmp_path / "partial.json")],
+                           capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    partial = json.loads((tmp_path / "partial.json").read_text())
+    assert partial["rows"][0]["evals"] == {} and "| teacher | teacher | — | — | — | — |" in partial["table"]
+    assert [c["met"] for c in partial["targets"]] == [None, None]  # no teacher figure, no baseline given
+    assert "not measured: ngf8: FID <= 1.3x teacher (test)" in proc.stdout
+
     # an evaluation made against other references is not silently reused
-    (evals / "teacher.json").write_text(json.dumps(eval_record([refs[1], refs[0]], [20.0, 22.0])))
+    (evals / "teacher.json").write_text(json.dumps(eval_record([refs[1]], [22.0])))  # the test statistics only
     proc = subprocess.run([sys.executable, str(SCRIPT), "--teacher", str(tmp_path / "teacher"), "--ref", f"train={refs[0]}",
                            "--ref", f"test={refs[1]}", "--evals", str(evals), "--n", str(N), "--fidelity-n", "20",
                            "--min-seconds", "0", "--out", str(tmp_path / "again.json")], capture_output=True, text=True, cwd=REPO)

@@ -110,31 +110,26 @@ def evaluation(name: str, checkpoint: str, refs: dict[str, str], args: argparse.
 
 
 def same_z_images(model: Any, n: int) -> np.ndarray:
-    """uint8 NCHW images of ``model`` for the study's fixed class-balanced z and labels."""
-    import torch
-
-    from distilgan.utils.images import float_to_uint8
+    """uint8 NHWC images of ``model`` for the study's fixed class-balanced z and labels (eval's generation path)."""
+    from distilgan.commands.eval import _generate, _student_forward
     from distilgan.utils.latent import model_z_distribution
     from distilgan.utils.noise import balanced_labels, rng
 
     z = model_z_distribution(model).sample(rng(0, FIDELITY_STREAM), n, model.z_dim)
     labels = balanced_labels(0, n, list(range(model.num_classes)))
-    with torch.inference_mode():
-        parts = [model(torch.from_numpy(z[i : i + 100]), torch.from_numpy(labels[i : i + 100])).float().numpy()
-                 for i in range(0, n, 100)]
-    return float_to_uint8(np.concatenate(parts))
+    return _generate(_student_forward(model, "cpu"), z, labels, 100, "same-z samples")
 
 
 def comparison_grid(images: dict[str, np.ndarray], num_classes: int, per_class: int, path: Path) -> None:
     """One panel per model, side by side: a row per class, the same z in the same place of every panel."""
     from PIL import Image, ImageDraw
 
-    from distilgan.utils.images import make_grid, nchw_to_nhwc, save_png
+    from distilgan.utils.images import make_grid, save_png
 
     panels = []
     for name, batch in images.items():
         order = [c + k * num_classes for c in range(num_classes) for k in range(per_class)]  # labels are i % classes
-        grid = make_grid(nchw_to_nhwc(batch[order]), nrow=per_class)
+        grid = make_grid(batch[order], nrow=per_class)
         canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + 14), "white")
         canvas.paste(Image.fromarray(grid), (0, 14))
         ImageDraw.Draw(canvas).text((2, 1), name, fill=(0, 0, 0))

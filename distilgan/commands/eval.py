@@ -288,14 +288,15 @@ def run(args: argparse.Namespace) -> int:
         gen.teacher_features, _ = extract(network, teacher_samples(), batch_size=args.batch_size, desc="teacher features")
 
     metrics = list(dict.fromkeys(args.metrics))  # keep order, drop repeats
-    shared: dict[str, Any] = {}  # metrics that do not depend on the reference: computed once
-    for name in (m for m in metrics if m in REFERENCE_FREE):
-        shared.update(get_metric(name)(gen, None, seed=args.seed, device=args.device, progress=True))
+    def compute(name: str, ref: Any) -> dict[str, Any]:
+        return get_metric(name)(gen, ref, seed=args.seed, device=args.device, progress=True)
+
+    shared = {name: compute(name, None) for name in metrics if name in REFERENCE_FREE}  # the same for every --ref: once
     per_ref: list[dict[str, Any]] = []
     for ref, _ in refs or [(None, None)]:
         results: dict[str, Any] = {}
         for name in metrics:
-            results.update(shared if name in REFERENCE_FREE else get_metric(name)(gen, ref, seed=args.seed, device=args.device, progress=True))
+            results.update(shared[name] if name in shared else compute(name, ref))
         per_ref.append(results)
 
     protocol: dict[str, Any] = {"n_gen": int(len(images))}

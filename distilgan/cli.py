@@ -45,6 +45,11 @@ COMMANDS = (
     "train_classifier",
     "calibrate",
     "train_teacher",
+    "pairs",
+    "distill_i2i",
+    "translate",
+    "train_encoder",
+    "invert",
 )
 
 # Commands that finish in seconds and show no progress: no --quiet.

@@ -11,6 +11,13 @@ list at once, so the same (labels, seed, truncation) gives the same images whate
 By default z follows the distribution the model was trained on (``g.z_distribution``, from its
 config.json) and labels must be among its trained classes (``g.classes``); ``truncation`` /
 ``truncation_kind`` override the distribution.
+
+    from distilgan.pipeline import ImageTranslator
+    t = ImageTranslator.from_pretrained("runs/i2i/generator")
+    trucks = t.translate(car_images, edit="automobile:truck")   # PIL in, PIL out
+
+``ImageTranslator`` runs an image-to-image student (models/translator.py): PIL images, a uint8 NHWC
+array or a float NCHW tensor in [-1, 1] in, the same conversions as StudentGenerator's out.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import numpy as np
 import torch
 
 from distilgan.errors import UserError
-from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
+from distilgan.utils.images import float_to_uint8, nchw_to_nhwc, nhwc_to_nchw, uint8_to_float
 from distilgan.utils.labels import label_indices
 from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
 from distilgan.utils.noise import ZDistribution, rng
@@ -162,6 +169,137 @@ class StudentGenerator:
             f"{self.num_classes} classes, z_dim={self.z_dim}, z {self.z_distribution.describe()}, device={self.device})"
         )
 
+
+
+class ImageTranslator:
+    """An image-to-image translator (``UNetTranslator``) in eval mode, with edit-name lookup and conversions."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        if not hasattr(model, "num_edits") or not hasattr(model, "edit_index") or hasattr(model, "z_dim"):
+            raise UserError(f"{type(model).__name__} is not an image translator; load a translator checkpoint (e.g. RUN/generator of distill-i2i)")
+        self.model = model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike, device: Any = "cpu") -> "ImageTranslator":
+        from distilgan.models import load_pretrained
+
+        return cls(load_pretrained(name_or_dir, device=device))
+
+    @property
+    def resolution(self) -> int:
+        return int(self.model.resolution)
+
+    @property
+    def channels(self) -> int:
+        return int(self.model.channels)
+
+    @property
+    def num_edits(self) -> int:
+        return int(self.model.num_edits)
+
+    @property
+    def edits(self) -> list[str]:
+        """The edit names, in index order ("0", "1", ... when it was saved without names)."""
+        return list(self.model.edit_names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def edit_index(self, edit: int | str) -> int:
+        """An edit's index from its index, name or an unambiguous short form (see UNetTranslator.edit_index)."""
+        return int(self.model.edit_index(edit))
+
+    def edit_indices(self, edit: Any, n: int) -> np.ndarray:
+        """None (only for a one-edit translator), one edit, or one edit per image -> int64 (n,)."""
+        if edit is None:
+            if self.num_edits > 1:
+                raise UserError(f"this translator does {self.num_edits} edits; choose one with edit= ({', '.join(self.edits)})")
+            return np.zeros(n, dtype=np.int64)
+        if isinstance(edit, (str, int, np.integer)):
+            return np.full(n, self.edit_index(edit), dtype=np.int64)
+        chosen = [self.edit_index(e) for e in edit]
+        if len(chosen) != n:
+            raise UserError(f"{len(chosen)} edits for {n} images: give one edit, or one per image")
+        return np.asarray(chosen, dtype=np.int64)
+
+    def to_tensor(self, images: Any, resize: bool = False) -> torch.Tensor:
+        """PIL image(s), uint8 NHWC array or float NCHW tensor -> float NCHW in [-1, 1] on the model's device."""
+        size, c = self.resolution, self.channels
+        if isinstance(images, torch.Tensor):
+            if not images.is_floating_point() or images.dim() != 4 or tuple(images.shape[1:]) != (c, size, size):
+                raise UserError(f"a tensor of {images.dtype} {tuple(images.shape)} given; give float (N, {c}, {size}, {size}) in [-1, 1]")
+            return images.to(self.device, torch.float32)
+        if isinstance(images, np.ndarray):
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, c):
+                raise UserError(f"an array of {images.dtype} {images.shape} given; give uint8 (N, {size}, {size}, {c}) (NHWC)")
+            array = images
+        else:
+            many = images if isinstance(images, (list, tuple)) else [images]
+            if not many:
+                raise UserError("no images given")
+            array = np.stack([fit_pil(image, size, c, resize=resize, where=f"images[{i}]") for i, image in enumerate(many)])
+        return torch.from_numpy(nhwc_to_nchw(uint8_to_float(array))).to(self.device)
+
+    def translate(self, images: Any, edit: Any = None, output: str = "pil", batch_size: int = 64, resize: bool = False) -> Any:
+        """Apply ``edit`` (name or index; one per image also works) to ``images``.
+
+        images: a PIL image, a list of them, a uint8 NHWC array or a float NCHW tensor in [-1, 1].
+        output: "pil" (a list of PIL images; one image for one PIL image in), "np" (uint8 NHWC) or
+        "pt" (float NCHW in [-1, 1] on the model's device). PIL images of another size are refused
+        unless ``resize`` (area downscaling, bicubic upscaling); their mode is converted to the
+        model's channels."""
+        if output not in OUTPUTS:
+            raise UserError(f"unknown output '{output}' (use one of {', '.join(OUTPUTS)})")
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        x = self.to_tensor(images, resize=resize)
+        edits = torch.from_numpy(self.edit_indices(edit, len(x))).to(self.device)
+        with torch.inference_mode():
+            y = torch.cat([self.model(x[s : s + batch_size], edits[s : s + batch_size]).float()
+                           for s in range(0, len(x), batch_size)])
+        if output == "pt":
+            return y
+        array = to_uint8_nhwc(y)
+        if output == "np":
+            return array
+        pil = to_pil(array)
+        return pil[0] if _is_pil(images) else pil
+
+    def translate_uint8(self, batch: np.ndarray, edit: int | str | None = None) -> np.ndarray:
+        """uint8 NHWC -> uint8 NHWC: the batch function the ``translate`` command runs."""
+        return self.translate(batch, edit=edit, output="np", batch_size=max(1, len(batch)))
+
+    def __repr__(self) -> str:
+        return (f"ImageTranslator({type(self.model).__name__}, {self.resolution}x{self.resolution}x{self.channels}, "
+                f"edits {', '.join(self.edits)}, device={self.device})")
+
+
+def _is_pil(value: Any) -> bool:
+    from PIL import Image
+
+    return isinstance(value, Image.Image)
+
+
+def fit_pil(image: Any, resolution: int, channels: int, resize: bool = False, where: str = "image") -> np.ndarray:
+    """One PIL image -> uint8 (resolution, resolution, channels): mode converted (alpha dropped, gray
+    repeated), resized only when asked (area when shrinking, bicubic otherwise)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise UserError(f"{where} is a {type(image).__name__}, not a PIL image (give PIL images, a uint8 NHWC array or a float NCHW tensor)")
+    if channels not in (1, 3):
+        raise UserError(f"PIL images cannot feed a {channels}-channel model (give a uint8 NHWC array)")
+    mode = "L" if channels == 1 else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != (resolution, resolution):
+        if not resize:
+            raise UserError(f"{where} is {image.size[0]}x{image.size[1]} but the translator takes {resolution}x{resolution} (resize it, or pass resize=True)")
+        shrinking = image.size[0] >= resolution and image.size[1] >= resolution
+        image = image.resize((resolution, resolution), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     """Float NCHW [-1, 1] tensor -> uint8 NHWC array via the project's one quantisation."""

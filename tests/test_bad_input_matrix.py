@@ -77,6 +77,11 @@ WRITERS = {
     "calibrate": (["calibrate", "--model", "resnet20", "--calibration", "noise"], "--out", "dir", ""),
     "train-teacher": (["train-teacher", "--data", "cifar10"], "--out", "dir", ""),
     "demo": (["demo"], "--out", "dir", ""),
+    "pairs": (["pairs", "--teacher", "builtin:toy", "--edit", "cat:dog", "--per-edit", "2"], "--out", "dir", ""),
+    "distill-i2i": (["distill-i2i", "--data", "nowhere"], "--out", "dir", ""),
+    "train-encoder": (["train-encoder", "--data", "nowhere"], "--out", "dir", ""),
+    "translate": (["translate", "--checkpoint", "nowhere", "--in", "nowhere.png"], "--out", "dir", ""),
+    "invert": (["invert", "--teacher", "builtin:toy", "--in", "nowhere.png", "--label", "cat"], "--out", "dir", ""),
 }
 
 
@@ -168,6 +173,15 @@ BAD_NUMBERS = [
     (["serve", "--checkpoint", "cifar10-student", "--workers", "0"], "--workers must be >= 1"),
     (["serve", "--checkpoint", "cifar10-student", "--port", "70000"], "--port must be in 0..65535"),
     (["gif", "{tmp}/run", "--fps", "0"], "--fps must be > 0"),
+    (["pairs", "--teacher", "builtin:toy", "--edit", "cat:dog", "--out", OUT, "--per-edit", "0"], "--per-edit must be >= 1"),
+    (["pairs", "--teacher", "builtin:toy", "--edit", "cat:dog", "--per-edit", "2", "--out", OUT, "--min-confidence", "-1"],
+     "--min-confidence must be >= 0"),
+    (["distill-i2i", "--data", "x", "--out", OUT, "--holdout", "-1"], "--holdout must be >= 0"),
+    (["distill-i2i", "--data", "x", "--out", OUT, "--lambda-l1", "-1"], "--lambda-l1 must be >= 0"),
+    (["train-encoder", "--data", "x", "--out", OUT, "--ndf", "0"], "--ndf must be >= 1"),
+    (["translate", "--checkpoint", "c", "--in", "x.png", "--out", OUT, "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["invert", "--teacher", "t", "--in", "x.png", "--label", "0", "--out", OUT, "--steps", "-1"], "--steps must be >= 0"),
+    (["invert", "--teacher", "t", "--in", "x.png", "--label", "0", "--out", OUT, "--lr", "0"], "--lr must be > 0"),
     # fractions out of range
     (["calibrate", "--model", "resnet20", "--calibration", "student", "--out", OUT, "--keep", "2"], "--keep must be a fraction in (0, 1]"),
     (["calibrate", "--model", "resnet20", "--calibration", "student", "--out", OUT, "--keep", "0"], "--keep must be a fraction in (0, 1]"),
@@ -199,6 +213,9 @@ REQUIRED = {
     "sample": ["--teacher", "t", "--out", OUT, "--per-class", "2"], "serve": ["--checkpoint", "c"],
     "stats": ["cifar10"], "train-classifier": ["--model", "m", "--data", "d", "--out", OUT], "train-teacher": [],
     "tsne": ["--images", "x.npz", "--out", "{tmp}/t.png"], "verify": ["{tmp}/folder"],
+    "pairs": ["--teacher", "t", "--edit", "a:b", "--per-edit", "2", "--out", OUT], "distill-i2i": [],
+    "train-encoder": [], "translate": ["--checkpoint", "c", "--in", "x.png", "--out", OUT],
+    "invert": ["--teacher", "t", "--in", "x.png", "--label", "0", "--out", OUT],
 }
 
 

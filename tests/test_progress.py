@@ -16,7 +16,8 @@ from distilgan.utils.progress import LineProgress, progress_bar, set_quiet
 
 PACKAGE = Path(progress_module.__file__).resolve().parents[1]
 LONG_COMMANDS = ("sample", "distill", "train-teacher", "eval", "stats", "generate", "tsne", "calibrate",
-                 "train-classifier", "export", "bench", "prune", "qat", "verify", "demo", "gif")
+                 "train-classifier", "export", "bench", "prune", "qat", "verify", "demo", "gif", "pairs", "distill-i2i",
+                 "train-encoder", "translate", "invert")
 
 
 @pytest.fixture(autouse=True)

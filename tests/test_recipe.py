@@ -230,7 +230,7 @@ def test_precision_probe_alternates_and_keeps_the_fastest(monkeypatch) -> None:
     # fp32 steps take 3 s, bf16 steps 1 s, except that the load rises for the 4th and 5th step timed
     durations = iter([3.0, 1.0, 9.0, 9.0, 3.0, 1.0, 3.0, 1.0])
 
-    def fake_timer(G, D, name, device, batch):
+    def fake_timer(G, D, name, device, batch, probe_loss=None):
         return lambda: (calls.append(name), next(durations))[1]
 
     monkeypatch.setattr(precision, "_step_timer", fake_timer)

@@ -20,11 +20,14 @@ from distilgan.models.pretrained import (
 )
 from distilgan.models.classifiers import CLASSIFIER_CLASSES
 from distilgan.models.student import DiStyleGANDiscriminator, DiStyleGANGenerator
+from distilgan.models.encoder import LatentEncoder
+from distilgan.models.translator import PatchDiscriminator, UNetTranslator
 
 # config.json "architecture" -> class, every kind of model; renamed architectures keep their old name
 ARCHITECTURES: dict[str, type[PretrainedMixin]] = {
     cls.__name__: cls
-    for cls in (DiStyleGANGenerator, DiStyleGANDiscriminator, BigGANGenerator, BigGANDiscriminator, *CLASSIFIER_CLASSES)
+    for cls in (DiStyleGANGenerator, DiStyleGANDiscriminator, BigGANGenerator, BigGANDiscriminator, *CLASSIFIER_CLASSES,
+                UNetTranslator, PatchDiscriminator, LatentEncoder)
 }
 for _cls in list(ARCHITECTURES.values()):
     ARCHITECTURES.update({alias: _cls for alias in _cls.architecture_aliases})
@@ -47,7 +50,10 @@ __all__ = [
     "BigGANGenerator",
     "DiStyleGANDiscriminator",
     "DiStyleGANGenerator",
+    "PatchDiscriminator",
     "PretrainedMixin",
+    "UNetTranslator",
+    "LatentEncoder",
     "builtin_names",
     "load_pretrained",
     "resolve_checkpoint",

@@ -40,36 +40,36 @@ from distilgan.utils.latent import TRUNCATION_KINDS
 from distilgan.utils.noise import ZDistribution, balanced_labels, rng
 
 
+def _teacher_settings(teacher: Any, total: int, seed: int, shard_size: int, batch_size: int,
+                      truncation: float | None, device: str, truncation_kind: str,
+                      format_name: str, format_version: int) -> dict[str, Any]:
+    """The header keys every shard set shares (a store, a pair set): the teacher, z and the shard plan."""
+    return {
+        "format": format_name, "format_version": format_version, "tool_version": __version__,
+        "teacher": teacher.describe(), "z_dim": int(teacher.z_dim), "num_classes": int(teacher.num_classes),
+        "class_names": list(teacher.class_names) if teacher.class_names else None,
+        "resolution": int(teacher.resolution), "channels": int(teacher.channels),
+        "image_size": [int(teacher.resolution), int(teacher.resolution), int(teacher.channels)],
+        "z_distribution": _z_distribution(teacher, truncation, truncation_kind).to_dict(),
+        "truncation": None if truncation is None else float(truncation), "seed": int(seed), "total": int(total),
+        "z_stream": "shard k: ZDistribution.from_dict(z_distribution).sample(rng(seed, k), count, z_dim)",
+        "quantization": "uint8 = clip(rint((x + 1) * 127.5), 0, 255), round half to even",
+        "shard_size": int(shard_size), "num_shards": math.ceil(total / shard_size),
+        "batch_size": int(batch_size), "device": str(device),
+    }
+
+
 def _settings(teacher: Any, per_class: int, classes: list[int], seed: int, shard_size: int,
               batch_size: int, truncation: float | None, device: str, truncation_kind: str = "truncated") -> dict[str, Any]:
     """The manifest's header: everything that decides the bytes of the shards."""
     total = per_class * len(classes)
-    z_distribution = _z_distribution(teacher, truncation, truncation_kind).to_dict()
     return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "tool_version": __version__,
-        "teacher": teacher.describe(),
-        "z_dim": int(teacher.z_dim),
-        "num_classes": int(teacher.num_classes),
-        "class_names": list(teacher.class_names) if teacher.class_names else None,
-        "resolution": int(teacher.resolution),
-        "channels": int(teacher.channels),
-        "image_size": [int(teacher.resolution), int(teacher.resolution), int(teacher.channels)],
-        "z_distribution": z_distribution,
-        "truncation": None if truncation is None else float(truncation),
-        "seed": int(seed),
+        **_teacher_settings(teacher, total, seed, shard_size, batch_size, truncation, device, truncation_kind,
+                            FORMAT_NAME, FORMAT_VERSION),
         "classes": classes,
         "per_class": int(per_class),
-        "total": total,
         "counts_per_class": {str(c): int(per_class) for c in classes},
         "label_order": "interleaved: label of global index i = classes[i % len(classes)]",
-        "z_stream": "shard k: ZDistribution.from_dict(z_distribution).sample(rng(seed, k), count, z_dim)",
-        "quantization": "uint8 = clip(rint((x + 1) * 127.5), 0, 255), round half to even",
-        "shard_size": int(shard_size),
-        "num_shards": math.ceil(total / shard_size),
-        "batch_size": int(batch_size),
-        "device": str(device),
     }
 
 
@@ -106,8 +106,10 @@ def _lookup(manifest: dict[str, Any], key: str) -> Any:
     return value
 
 
-def _check_same_settings(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
-    for key, label in _RESUME_KEYS.items():
+def _check_same_settings(old: dict[str, Any], new: dict[str, Any], out_dir: Path,
+                         keys: dict[str, str] | None = None) -> None:
+    """Refuse (one line) when ``old`` and ``new`` differ in one of ``keys`` (manifest key -> option name)."""
+    for key, label in (_RESUME_KEYS if keys is None else keys).items():
         before, now = _lookup(old, key), _lookup(new, key)
         if json.loads(json.dumps(before)) != json.loads(json.dumps(now)):
             before, now = (v[:12] + "..." if isinstance(v, str) and len(v) > 16 else v for v in (before, now))
@@ -125,15 +127,15 @@ def _is_ours(name: str) -> bool:
             or (name.startswith("shard-") and name.endswith(".npz")))
 
 
-def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
-    """Create ``out_dir`` (or fail with one line) and prove we can write into it."""
+def _prepare_folder(out_dir: Path, overwrite: bool, what: str = "distillation set") -> None:
+    """Create ``out_dir`` (or fail with one line) and prove we can write into it; ``what`` names the set kind."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output path {out_dir} is a file (give a folder to --out)")
     if out_dir.is_dir() and not overwrite and not (out_dir / MANIFEST).exists():
         foreign = sorted(p.name for p in out_dir.iterdir() if not _is_ours(p.name))
         if foreign:
             raise UserError(
-                f"output folder {out_dir} is not empty and holds no distillation set (e.g. {foreign[0]}); "
+                f"output folder {out_dir} is not empty and holds no {what} (e.g. {foreign[0]}); "
                 "use a new --out or add --overwrite"
             )
     try:
@@ -146,21 +148,26 @@ def _prepare_folder(out_dir: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """One writer per set: a second concurrent ``sample`` into the same folder fails cleanly."""
+def _exclusive(out_dir: Path, command: str = "sample") -> Iterator[None]:
+    """One writer per set: a second concurrent ``sample`` (or ``command``) into the same folder fails cleanly."""
     with open(out_dir / LOCK, "a+b") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise UserError(f"another distilgan sample is writing {out_dir} (wait for it or choose another --out)") from None
+            raise UserError(f"another distilgan {command} is writing {out_dir} (wait for it or choose another --out)") from None
         try:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _resume_state(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> dict[int, dict[str, Any]]:
-    """Clean the folder for this run; return the finished, checksum-valid shard entries by index."""
+def _resume_state(out_dir: Path, settings: dict[str, Any], overwrite: bool,
+                  load: Callable[[Path], dict[str, Any]] = load_manifest,
+                  keys: dict[str, str] | None = None) -> dict[int, dict[str, Any]]:
+    """Clean the folder for this run; return the finished, checksum-valid shard entries by index.
+
+    ``load`` reads (and checks the format of) the old manifest, ``keys`` are the settings a resumed
+    run must share: a pair set (store/pairs_writer.py) passes its own."""
     for stale in out_dir.glob(".tmp-*"):  # a killed run's half-written file
         stale.unlink(missing_ok=True)
     names = {p.name for p in out_dir.iterdir()}
@@ -172,13 +179,13 @@ def _resume_state(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> d
     # killed before the first manifest: only shards with a DDP rank's entry file are kept, any other is regenerated
     listed = []
     if MANIFEST in names:
-        old = load_manifest(out_dir)
-        _check_same_settings(old, settings, out_dir)
+        old = load(out_dir)
+        _check_same_settings(old, settings, out_dir, keys)
         listed = list(old.get("shards", []))
     done: dict[int, dict[str, Any]] = {}
     entries = read_entries(out_dir)
     for old_settings, _ in entries:
-        _check_same_settings(old_settings, settings, out_dir)
+        _check_same_settings(old_settings, settings, out_dir, keys)
     for entry in listed + [entry for _, entry in entries]:
         if int(entry["index"]) in done:
             continue
@@ -231,15 +238,18 @@ def _sample_shard(teacher: Any, z: np.ndarray, labels: np.ndarray, images: np.nd
             future.cancel()
 
 
-def _prepare(teacher: Any, per_class: int, classes: Sequence[int | str] | None, seed: int, shard_size: int,
-             batch_size: int, truncation: float | None, device: str,
-             truncation_kind: str) -> tuple[dict[str, Any], list[int], ZDistribution]:
-    """Check the arguments, try the teacher, and return (manifest header, class list, z distribution)."""
-    for value, flag in ((per_class, "--per-class"), (shard_size, "--shard-size"), (batch_size, "--batch-size")):
+def _check_run_args(counts: Sequence[tuple[Any, str]], seed: Any) -> None:
+    """One line for a count (``(value, flag)`` pairs) below 1 or a negative seed: Python callers skip argparse."""
+    for value, flag in counts:
         if int(value) != value or value < 1:
             raise UserError(f"{flag} must be a positive integer, got {value}")
     if int(seed) != seed or seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {seed}")
+
+
+def _resolve_truncation(teacher: Any, truncation: float | None,
+                        truncation_kind: str) -> tuple[float | None, ZDistribution]:
+    """(the truncation in effect, z's distribution); hands it to a teacher that truncates itself."""
     if truncation is None:
         truncation = getattr(teacher, "truncation", None)
     if truncation is not None and not truncation > 0:
@@ -249,58 +259,84 @@ def _prepare(teacher: Any, per_class: int, classes: Sequence[int | str] | None, 
                         "(StyleGAN psi) to a normal z; drop --truncation-kind")
     if teacher.native_truncation:
         teacher.truncation = truncation  # the adapter truncates (e.g. StyleGAN psi); z stays N(0, I)
-    z_distribution = _z_distribution(teacher, truncation, truncation_kind)
+    return truncation, _z_distribution(teacher, truncation, truncation_kind)
+
+
+def _probe_teacher(teacher: Any, z: np.ndarray, labels: np.ndarray) -> None:
+    """Try the teacher on a couple of samples before touching the folder, so a broken teacher (wrong
+    shape, range, or a flat output) fails with its own message and an --overwrite does not delete a good set."""
+    check_not_flat(teacher.generate(z, labels), getattr(teacher, "output_range", (-1.0, 1.0)),
+                   getattr(teacher, "spec", ""))
+
+
+def _prepare(teacher: Any, per_class: int, classes: Sequence[int | str] | None, seed: int, shard_size: int,
+             batch_size: int, truncation: float | None, device: str,
+             truncation_kind: str) -> tuple[dict[str, Any], list[int], ZDistribution]:
+    """Check the arguments, try the teacher, and return (manifest header, class list, z distribution)."""
+    _check_run_args(((per_class, "--per-class"), (shard_size, "--shard-size"), (batch_size, "--batch-size")), seed)
+    truncation, z_distribution = _resolve_truncation(teacher, truncation, truncation_kind)
     class_list = resolve_classes(classes, teacher.num_classes, teacher.class_names)
     settings = _settings(teacher, int(per_class), class_list, int(seed), int(shard_size), int(batch_size),
                          truncation, device, truncation_kind)
-
-    # Try the teacher on two samples before touching the folder, so a broken teacher (wrong shape,
-    # range, or a flat output) fails with its own message and an --overwrite does not delete a good set.
     probe = min(2, settings["total"])
-    check_not_flat(teacher.generate(_shard_z(seed, 0, probe, teacher.z_dim, z_distribution),
-                                    balanced_labels(0, probe, class_list)),
-                   getattr(teacher, "output_range", (-1.0, 1.0)), getattr(teacher, "spec", ""))
+    _probe_teacher(teacher, _shard_z(seed, 0, probe, teacher.z_dim, z_distribution), balanced_labels(0, probe, class_list))
     return settings, class_list, z_distribution
 
 
-def _sample_plan(teacher: Any, out_dir: Path, plan: list[tuple[int, int, int]], settings: dict[str, Any],
-                 class_list: list[int], z_distribution: ZDistribution, bar: Any,
-                 saved: Callable[[dict[str, Any]], None]) -> None:
-    """Sample and write the shards of ``plan``; ``saved(entry)`` runs (in the writer thread) after each
-    shard file is in place, to record it (the manifest, or a DDP rank's entry file)."""
-    seed, batch_size = int(settings["seed"]), int(settings["batch_size"])
+# produce(index, start, count, quantizer) -> (the shard's arrays in file order, extra manifest-entry keys)
+ShardProducer = Callable[[int, int, int, concurrent.futures.Executor], tuple[dict[str, np.ndarray], dict[str, Any]]]
 
-    def save(index: int, start: int, z: np.ndarray, labels: np.ndarray, images: np.ndarray) -> None:
+
+def _write_shards(out_dir: Path, plan: list[tuple[int, int, int]], produce: ShardProducer,
+                  saved: Callable[[dict[str, Any]], None]) -> None:
+    """Make (``produce``, in this thread) and save the shards of ``plan``; a second thread saves shard k
+    while shard k+1 is made, a third is the quantiser ``produce`` may use. ``saved(entry)`` runs (in the
+    writer thread) after each shard file is in place, to record it (the manifest, or a DDP rank's entry file)."""
+
+    def save(index: int, start: int, count: int, arrays: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         # Runs in the writer thread; the only code that touches the folder.
         path = out_dir / shard_name(index)
         try:
             with atomic_path(path) as tmp:
-                write_npz(tmp, {"z": z, "labels": labels, "images": images})
+                write_npz(tmp, arrays)
                 digest, size = sha256_file(tmp), tmp.stat().st_size
-            saved({"file": path.name, "index": index, "start": start, "count": int(len(labels)),
-                   "sha256": digest, "bytes": size, "counts_per_class": class_counts(labels, class_list)})
+            saved({"file": path.name, "index": index, "start": start, "count": int(count),
+                   "sha256": digest, "bytes": size, **extra})
         except OSError as err:
             raise UserError(f"cannot write {path}: {err.strerror or err} (free disk space or choose another --out)") from None
 
-    height = width = teacher.resolution
     writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
     quantizer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-quantize")
     pending: concurrent.futures.Future | None = None
     try:
         for index, start, count in plan:
-            z = _shard_z(seed, index, count, teacher.z_dim, z_distribution)
-            labels = balanced_labels(start, start + count, class_list)
-            images = np.empty((count, height, width, teacher.channels), dtype=np.uint8)
-            _sample_shard(teacher, z, labels, images, batch_size, quantizer, bar)
+            arrays, extra = produce(index, start, count, quantizer)
             if pending is not None:
                 pending.result()  # raise a writer error here; also keeps <= 2 shards in memory
-            pending = writer.submit(save, index, start, z, labels, images)
+            pending = writer.submit(save, index, start, count, arrays, extra)
         if pending is not None:
             pending.result()
     finally:
         # On an error or Ctrl-C, let the writer finish the shard it holds (it is complete).
         quantizer.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
+
+
+def _sample_plan(teacher: Any, out_dir: Path, plan: list[tuple[int, int, int]], settings: dict[str, Any],
+                 class_list: list[int], z_distribution: ZDistribution, bar: Any,
+                 saved: Callable[[dict[str, Any]], None]) -> None:
+    """Sample and write the shards of ``plan`` (see ``_write_shards`` for ``saved``)."""
+    seed, batch_size = int(settings["seed"]), int(settings["batch_size"])
+
+    def produce(index: int, start: int, count: int,
+                quantizer: concurrent.futures.Executor) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        z = _shard_z(seed, index, count, teacher.z_dim, z_distribution)
+        labels = balanced_labels(start, start + count, class_list)
+        images = np.empty((count, teacher.resolution, teacher.resolution, teacher.channels), dtype=np.uint8)
+        _sample_shard(teacher, z, labels, images, batch_size, quantizer, bar)
+        return {"z": z, "labels": labels, "images": images}, {"counts_per_class": class_counts(labels, class_list)}
+
+    _write_shards(out_dir, plan, produce, saved)
 
 
 def write_store(

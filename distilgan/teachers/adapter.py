@@ -204,6 +204,16 @@ class CallableTeacher(Teacher):
     def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return self._in_batches(z, labels, self.batch_size, self._call)
 
+    def _torch_call(self, z: Any, labels: Any) -> Any:
+        if self.inputs != "torch":
+            return None
+        import torch
+
+        if self.label_encoding == "onehot":
+            labels = torch.nn.functional.one_hot(labels.long(), self.num_classes).to(z.dtype)
+        output = self.fn(z.to(self.device), labels.to(self.device), **self.call_kwargs)
+        return output if isinstance(output, torch.Tensor) else None
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             self._fingerprint = self._fingerprint_fn()

@@ -71,6 +71,27 @@ class Teacher(abc.ABC):
             images = np.clip(images, self.output_range[0], self.output_range[1])
         return images
 
+    def _torch_call(self, z: Any, labels: Any) -> Any:
+        """Adapters whose generator is a torch module: the raw output of (z, labels) tensors, with
+        autograd. None: this teacher gives no gradients (ONNX, numpy callables, the procedural toy)."""
+        return None
+
+    def torch_generate(self, z: Any, labels: Any) -> Any:
+        """z (N, z_dim) float tensor, labels (N,) long tensor -> NCHW images in [-1, 1] *with autograd*, for
+        optimising z (``distilgan invert``); the same function as ``generate``, without batching or the
+        range check. A teacher with no torch module: a one-line error saying what does work."""
+        images = self._torch_call(z, labels)
+        if images is None:
+            raise UserError(f"teacher {self.spec or type(self).__name__} gives no gradients (an ONNX file, a numpy "
+                            "callable or the procedural toy): invert it with a trained --encoder alone (distilgan "
+                            "train-encoder), or give a torch teacher (distilgan checkpoint, TorchScript, StyleGAN2-ADA)")
+        low, high = (float(v) for v in self.output_range)
+        if self.clamp:
+            images = images.clamp(low, high)
+        if (low, high) == (-1.0, 1.0):
+            return images
+        return (images - low) * (2.0 / (high - low)) - 1.0
+
     @abc.abstractmethod
     def fingerprint(self) -> str:
         """sha256 of the weights (file or folder) so a manifest pins the exact teacher."""

@@ -102,6 +102,15 @@ class StyleGAN2ADATeacher(Teacher):
     def _generate(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return self._in_batches(z, labels, self.batch_size, self._call)
 
+    def _torch_call(self, z: Any, labels: Any) -> Any:
+        import torch
+
+        c = torch.zeros((len(z), self.c_dim), device=self.device)
+        if self.c_dim:
+            c = torch.nn.functional.one_hot(labels.long().to(self.device), self.c_dim).float()
+        psi = 1.0 if self.truncation is None else float(self.truncation)
+        return self.G(z.to(self.device), c, truncation_psi=psi, noise_mode=self.noise_mode, force_fp32=self.force_fp32)
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             self._fingerprint = sha256_file(self.path)

@@ -158,12 +158,16 @@ class StoreBatches:
             self._arrays = self.store.load_all()
         self._all_checked = False  # every shard passed its check in this process's workers
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The whole store in memory, (z, labels, uint8 NHWC images), read (and checked) once."""
+        if self._arrays is None:
+            self._arrays = self.store.load_all()
+        return self._arrays
+
     def _memory_batches(self, epoch: int, skip: int) -> Iterator[dict[str, Tensor]]:
         from distilgan.store.stream import StoreStream
 
-        if self._arrays is None:
-            self._arrays = self.store.load_all()
-        z_all, labels_all, images_all = self._arrays
+        z_all, labels_all, images_all = self.arrays()
         stream = StoreStream(self.store_dir, shuffle=True, seed=self.seed, rank=self.dist.rank,
                              world_size=self.dist.world_size)
         stream.set_epoch(epoch)

@@ -2,9 +2,9 @@
 
 A run's config is a :class:`RunConfig` of four sections: ``data`` (where batches come from), ``loop``
 (batch, optimiser, schedule, EMA, checkpoint cadence, metrics: what :class:`Trainer` reads), ``model``
-and ``objective`` (what one kind of run builds and optimises). A kind (``distill``, ``train-teacher``,
-``finetune``) names its section classes and its own defaults, so a teacher run records no
-``lambda_pixel``. Each field carries its help and checks in its metadata: the commands' options
+and ``objective`` (what one kind of run builds and optimises; the section classes are in sections.py).
+A kind (``distill``, ``train-teacher``, ``finetune``, ``distill-i2i``, ``train-encoder``) names its
+section classes, its own defaults and its in-loop metrics, so a teacher run records no ``lambda_pixel``. Each field carries its help and checks in its metadata: the commands' options
 (``add_config_options``), ``config.yaml`` and the validation all come from the one definition.
 
 Plain dataclasses rather than jsonargparse/tyro/pydantic: the resolution order, the resume check and
@@ -18,163 +18,28 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from distilgan.errors import UserError
 from distilgan.utils import argtypes
 from distilgan.utils.extras import need
-
-
-def opt(default: Any, help: str, *, check: str | None = None, free: bool = False,
-        choices: tuple[str, ...] | None = None, argtype: Callable[[str], Any] | None = None,
-        nargs: str | None = None) -> Any:
-    """A config field. ``check``: positive, nonneg or decay ([0, 1)); ``free``: may differ on --resume
-    (where files are, which machine, how often things are written, how long to train)."""
-    meta = {"help": help, "check": check, "free": free, "choices": choices, "argtype": argtype, "nargs": nargs}
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-# ----------------------------------------------------------------------------- sections
-
-
-@dataclass
-class DistillDataConfig:
-    data: str = opt("", "distillation set folder (made by distilgan sample)", free=True)
-    real: str | None = opt(None, "real dataset for the adversarial term (cifar10, a folder, zip or .npz)", free=True)
-    out: str = opt("", "run folder (config, logs, grids, checkpoints, training state)", free=True)
-    workers: int = opt(2, "DataLoader worker processes of a streamed store", check="nonneg", free=True)
-    store_in_memory: bool | None = opt(None, "read the store into memory once and batch by index, same order as "
-                                       "streaming (default: when it fits in 4 GiB)", free=True)
-
-
-@dataclass
-class TeacherDataConfig:
-    data: str = opt("", "real dataset: cifar10, a class folder or zip, an .npz (also a packed JPEG .npz)", free=True)
-    out: str = opt("", "run folder (config, logs, grids, checkpoints, training state)", free=True)
-    mirror: bool = opt(True, "flip a random half of the real images left-right each epoch")
-
-
-@dataclass
-class FinetuneDataConfig:
-    out: str = opt("", "fine-tuning run folder", free=True)
-    workers: int = opt(0, "unused by the noise batches of fine-tuning", check="nonneg", free=True)
-
-
-@dataclass
-class LoopConfig:
-    """What the one training loop reads. A step is one update of D (and G when due): for
-    train-teacher that is one D step, so --max-steps, --ema-start and --log-every count D steps."""
-
-    batch_size: int = opt(128, "global batch size, split over DDP processes (train-teacher: real images per D step)",
-                          check="positive")
-    epochs: int = opt(150, "passes over the data", check="positive", free=True)
-    max_steps: int | None = opt(None, "stop after this many steps", check="positive", free=True)
-    max_minutes: float | None = opt(None, "wall-time budget of this invocation in minutes: at the first step past it "
-                                    "the run saves its checkpoint, grid and metrics and ends (exit 0); --resume "
-                                    "continues it", check="positive", free=True)
-    lr_g: float = opt(2e-4, "generator Adam learning rate", check="positive")
-    lr_d: float = opt(2e-4, "discriminator Adam learning rate", check="positive")
-    beta1: float = opt(0.5, "Adam beta1", check="decay")
-    beta2: float = opt(0.999, "Adam beta2", check="decay")
-    lr_decay_start: int | None = opt(None, "decay both LRs linearly to 0 from this step to the last "
-                                     "(default: constant LR)", check="nonneg")
-    ema: bool = opt(True, "keep an EMA copy of G and ship it (--no-ema ships the raw G)")
-    ema_kimg: float | None = opt(88.7, "half-life of the EMA copy in thousands of images G is trained on "
-                                 "(StyleGAN's ema_kimg: decay 0.5 ** (batch / half-life) per update, the same "
-                                 "averaging at any batch size)", check="positive")
-    ema_rampup: float | None = opt(None, "StyleGAN's EMA ramp-up: the half-life is at most this fraction of the "
-                                   "images seen so far (e.g. 0.05; default: off)", check="positive")
-    ema_decay: float | None = opt(None, "a fixed decay per update instead of --ema-kimg (what runs made before "
-                                  "--ema-kimg used, 0.999)", check="decay")
-    ema_start: int = opt(0, "step from which G is averaged; before it the copy follows G (BigGAN's ema_start)",
-                         check="nonneg")
-    ema_buffers: str = opt("recompute", "BatchNorm statistics of the EMA copy: recompute (averaged like the "
-                           "weights and re-estimated on its own outputs at every save), average, or copy (the raw "
-                           "G's, as before)", choices=("average", "copy", "recompute"))
-    ckpt_every: int = opt(10, "save checkpoint + training state every this many epochs", check="positive", free=True)
-    ckpt_every_steps: int | None = opt(None, "also save checkpoint + training state every this many steps",
-                                       check="positive", free=True)
-    ckpt_every_minutes: float | None = opt(10.0, "also save every this many minutes of wall time (0: off)",
-                                           check="nonneg", free=True)
-    ckpt_keep: int | None = opt(None, "keep only the newest N step checkpoints in RUN/checkpoints (default: all)",
-                                check="positive", free=True)
-    grid_every: int = opt(1, "save the fixed sample grid every this many epochs", check="positive", free=True)
-    log_every: int = opt(10, "log every loss term every this many steps", check="positive", free=True)
-    grid_columns: int = opt(10, "samples per class row in the grid", check="positive")
-    seed: int = opt(0, "seed of model init, data order and noise", argtype=argtypes.seed)
-    device: str = opt("auto", "auto, cpu or cuda", free=True)
-    amp: bool = opt(False, "legacy spelling of --precision bf16 on CUDA", free=True)
-    precision: str = opt("auto", "auto, fp32 or bf16 autocast (auto: bf16 on a CPU with AMX or AVX-512 BF16 when "
-                         "a short probe at start shows it faster, and on CUDA GPUs with bf16; losses, EMA and "
-                         "optimiser states stay fp32)", choices=("auto", "fp32", "bf16"), free=True)
-    channels_last: bool | None = opt(None, "NHWC activations (default: each network's preference: on for BigGAN, "
-                                     "off for DiStyleGAN, whose BatchNorm backward is slower in NHWC on CPU)", free=True)
-    metrics: str = opt("", "metrics inside the loop: kid, fid, ca (the first chooses RUN/best/; default: none)",
-                       free=True, nargs="+")
-    metric_n: int = opt(1000, "samples per in-loop evaluation, and reference images", free=True,
-                        argtype=argtypes.int_at_least(2, "metrics need at least 2 samples"))
-    metric_every: int | None = opt(None, "evaluate every this many steps (default: at every checkpoint)",
-                                   check="positive", free=True)
-    metric_ref: str | None = opt(None, "reference of the in-loop metrics: a `distilgan stats` .npz, a store folder "
-                                 "or a dataset (default: the run's real data, else its distillation set)", free=True)
-    metric_classifier: str | None = opt(None, "judge of the in-loop 'ca' (class agreement) metric: cifar10-resnet56 "
-                                        "(default), a CIFAR ResNet .th file or a classifier folder", free=True)
-
-
-@dataclass
-class StudentModelConfig:
-    # None: the model class's own default, recorded when the run starts
-    ngf: int | None = opt(None, "generator width (default: the model's, 256)", check="positive")
-    ndf: int | None = opt(None, "discriminator width (default: the model's, 128)", check="positive")
-    project_dim: int | None = opt(None, "projection size in G and D (default: the model's, 128)", check="positive")
-
-
-@dataclass
-class DistillObjectiveConfig:
-    lambda_pixel: float = opt(0.2, "weight of the pixel L1 term", check="nonneg")
-    pixel_schedule: str = opt("constant", "lambda-pixel schedule: constant (DiStyleGAN) or epoch-linear (TinyGAN: "
-                              "--pixel-decay subtracted once per epoch, 0.2 - 0.01 per epoch = a 20-epoch warm-down); "
-                              "step-linear is how runs made before this key decayed it",
-                              choices=("constant", "epoch-linear", "step-linear"))
-    pixel_decay: float = opt(0.01, "with --pixel-schedule epoch-linear: subtracted from lambda-pixel per epoch, "
-                             "down to 0 (TinyGAN's value)", check="nonneg")
-    lambda_gan_g: float = opt(0.01, "weight of G's adversarial terms", check="nonneg")
-    lambda_gan_d: float = opt(0.2, "weight of D's real-data hinge term", check="nonneg")
-    gstep: int = opt(10, "G's adversarial terms every this many steps", check="positive")
-
-
-@dataclass
-class TeacherModelConfig:
-    # distylegan trains the student's own networks from scratch on the real data: the baseline a
-    # distilled student must beat (same loop, hinge loss and DiffAugment as the teacher)
-    arch: str = opt("biggan", "networks: biggan (the BigGAN-style teacher) or distylegan (the DiStyleGAN student's "
-                    "G and D, trained from scratch: the distillation baseline)", choices=("biggan", "distylegan"))
-    ch: int = opt(256, "biggan: generator width, channels of every G block", check="positive")
-    d_ch: int = opt(256, "biggan: discriminator width", check="positive")
-    z_dim: int | None = opt(None, "latent size (default: the architecture's, 128 for biggan, a multiple of the number "
-                            "of G blocks + 1; 512 for distylegan)", check="positive")
-    shared_dim: int = opt(128, "biggan: shared class embedding size, 0 for one-hot conditioning", check="nonneg")
-    ngf: int | None = opt(None, "distylegan: generator width (default: the model's, 256)", check="positive")
-    ndf: int | None = opt(None, "distylegan: discriminator width (default: the model's, 128)", check="positive")
-    project_dim: int | None = opt(None, "distylegan: projection size in G and D (default: the model's, 128)",
-                                  check="positive")
-
-
-@dataclass
-class GANObjectiveConfig:
-    d_steps: int = opt(4, "D steps per G step", check="positive")
-    diffaugment: str = opt("translation,cutout", "DiffAugment policy on real and fake images, a comma list of "
-                           "color, translation, cutout; '' for none")
-    lecam: float = opt(0.0, "LeCam regularisation weight, 0 = off (0.3 in StudioGAN)", check="nonneg")
-    # compile changes speed, not the maths: it may differ on --resume like the device
-    compile: bool = opt(False, "torch.compile G and D on CUDA (ignored on CPU)", free=True)
-
-
-@dataclass
-class EmptySection:
-    pass
+from distilgan.train.sections import (  # noqa: F401  (the sections are part of this module's API)
+    opt,
+    DistillDataConfig,
+    TeacherDataConfig,
+    FinetuneDataConfig,
+    LoopConfig,
+    StudentModelConfig,
+    DistillObjectiveConfig,
+    TeacherModelConfig,
+    GANObjectiveConfig,
+    I2IDataConfig,
+    I2IModelConfig,
+    I2IObjectiveConfig,
+    EncoderDataConfig,
+    EncoderModelConfig,
+    EmptySection,
+)
 
 
 @dataclass(frozen=True)
@@ -184,6 +49,7 @@ class RunKind:
     model: type
     objective: type
     defaults: Mapping[str, Any] = field(default_factory=dict)  # this kind's own defaults, by key
+    metrics: tuple[str, ...] | None = None  # the in-loop metrics it takes (None: loop_metrics.IN_LOOP_METRICS)
 
 
 # The EMA half-lives keep what decay 0.999 per update did at each kind's default batch:
@@ -196,6 +62,12 @@ KINDS: dict[str, RunKind] = {
     # fine-tuning runs are short and their batch is the task's: the fixed per-update decay they always had
     "finetune": RunKind("finetune", FinetuneDataConfig, EmptySection, EmptySection,
                         {"ema_kimg": None, "ema_decay": 0.999}),
+    # pix2pix's batch is 1-4 at 256x256; 64 small images keep BatchNorm statistics sound on a CPU
+    "distill-i2i": RunKind("distill-i2i", I2IDataConfig, I2IModelConfig, I2IObjectiveConfig,
+                           {"batch_size": 64, "epochs": 100, "ema_kimg": 10.0, "metric_n": 256},
+                           metrics=("l1", "psnr", "flip")),
+    "train-encoder": RunKind("train-encoder", EncoderDataConfig, EncoderModelConfig, EmptySection,
+                             {"epochs": 20, "ema_kimg": 10.0}, metrics=()),
 }
 SECTIONS = ("data", "loop", "model", "objective")
 
@@ -378,7 +250,7 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"metric_n must be >= 2, got {config.loop.metric_n}")
     from distilgan.train.loop_metrics import parse_metrics
 
-    parse_metrics(config.loop.metrics)
+    parse_metrics(config.loop.metrics, KINDS[config.kind].metrics)
 
 
 def ema_beta(loop: LoopConfig, images_per_update: int, images_seen: int) -> float | None:

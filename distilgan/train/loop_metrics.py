@@ -38,12 +38,16 @@ METRIC_Z_STREAM = 0x3E7C  # the fixed z of every evaluation of a run
 KID_SUBSETS = 100
 
 
-def parse_metrics(text: str | None) -> list[str]:
-    """``"kid,fid"`` (or space separated) -> ["kid", "fid"]; an unknown name is a one-line error."""
+def parse_metrics(text: str | None, allowed: tuple[str, ...] | None = None) -> list[str]:
+    """``"kid,fid"`` (or space separated) -> ["kid", "fid"]; an unknown name is a one-line error.
+    ``allowed``: the run kind's in-loop metrics (default: a generator's, IN_LOOP_METRICS)."""
+    allowed = IN_LOOP_METRICS if allowed is None else allowed
     names = [n for n in str(text or "").replace(",", " ").split() if n]
+    if names and not allowed:
+        raise UserError("this kind of run has no in-loop metrics (leave out --metrics)")
     for name in names:
-        if name not in IN_LOOP_METRICS:
-            raise UserError(f"metric '{name}' does not exist inside the loop (choose from {', '.join(IN_LOOP_METRICS)}; "
+        if name not in allowed:
+            raise UserError(f"metric '{name}' does not exist inside this loop (choose from {', '.join(allowed)}; "
                             "the others are for distilgan eval)")
     if len(set(names)) != len(names):
         raise UserError(f"--metrics names a metric twice: {' '.join(names)}")
@@ -133,16 +137,59 @@ def load_network_fast(device: Any = None) -> Any:
         return load_network()
 
 
-class LoopMetrics:
+class MetricsLog:
+    """What every in-loop metric set shares: ``RUN/metrics.jsonl``, the best record by the first metric
+    named (read back on resume), and the one-line summary. Subclasses define ``evaluate``."""
+
+    higher_is_better = HIGHER_IS_BETTER
+
+    def __init__(self, names: list[str], n: int, run_dir: str | Path) -> None:
+        if not names:
+            raise ValueError("no metrics to compute")
+        self.names, self.n, self.run_dir = names, int(n), Path(run_dir)
+        self.primary = names[0]
+        previous = [r for r in read_metrics(self.run_dir) if self.primary in r]
+        self.best: dict[str, Any] | None = min(previous, key=self._rank) if previous else None
+
+    def _rank(self, record: dict[str, Any]) -> float:
+        """Sort key of a record: smaller is better for the primary metric."""
+        value = float(record[self.primary])
+        return -value if self.primary in self.higher_is_better else value
+
+    def _mark_best(self, record: dict[str, Any]) -> None:
+        record["best"] = self.best is None or self._rank(record) < self._rank(self.best)
+        if record["best"]:
+            self.best = record
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / METRICS_LOG, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def truncate(self, last_step: int) -> None:
+        """On resume: drop records past the resumed step (a killed run may have evaluated beyond it)."""
+        from distilgan.utils.atomic import atomic_write_text
+
+        path = self.run_dir / METRICS_LOG
+        if path.exists():
+            kept = [r for r in read_metrics(self.run_dir) if int(r.get("step", 0)) <= last_step]
+            atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+            scored = [r for r in kept if self.primary in r]
+            self.best = min(scored, key=self._rank) if scored else None
+
+    def summary(self) -> str | None:
+        if self.best is None:
+            return None
+        return (f"best {self.primary} {self.best[self.primary]:.5g} at step {self.best['step']} "
+                f"({self.n} samples, in-loop protocol) -> {self.run_dir / BEST_DIR}")
+
+
+class LoopMetrics(MetricsLog):
     """Evaluates a generator at a cadence, logs the figures, and keeps the best snapshot."""
 
     def __init__(self, names: list[str], n: int, run_dir: str | Path, reference: Callable[[], ReferenceImages],
                  z_sampler: Callable[[np.random.Generator, int], np.ndarray], classes: list[int], seed: int,
                  device: torch.device, batch_size: int = 100, judge: str | None = None) -> None:
-        if not names:
-            raise ValueError("no metrics to compute")
-        self.names, self.n, self.run_dir = names, int(n), Path(run_dir)
-        self.primary = names[0]
+        super().__init__(names, n, run_dir)
         self.device, self.batch_size = device, batch_size
         from distilgan.utils.noise import balanced_labels, rng
 
@@ -152,13 +199,6 @@ class LoopMetrics:
         self._network: Any = None
         self._reference: dict[str, Any] | None = None
         self._judge_spec, self._judge = judge, None
-        previous = [r for r in read_metrics(self.run_dir) if self.primary in r]
-        self.best: dict[str, Any] | None = min(previous, key=self._rank) if previous else None
-
-    def _rank(self, record: dict[str, Any]) -> float:
-        """Sort key of a record: smaller is better for the primary metric."""
-        value = float(record[self.primary])
-        return -value if self.primary in HIGHER_IS_BETTER else value
 
     def judge(self) -> tuple[Any, str]:
         if self._judge is None:
@@ -251,7 +291,7 @@ class LoopMetrics:
             record.update(kid=kid["kid"], kid_std=kid["kid_std"], kid_subset_size=subset)
         if "fid" in self.names:
             record["fid"] = fid_from_features(features, reference["mu"], reference["sigma"])
-        record["best"] = self.best is None or self._rank(record) < self._rank(self.best)
+        self._mark_best(record)
         record["protocol"] = {"n": self.n, "labels": "class-balanced", "z": "fixed per run (seed, stream 0x3E7C)",
                               "kid_subsets": KID_SUBSETS if "kid" in self.names else None}
         if uses_features:
@@ -260,27 +300,4 @@ class LoopMetrics:
         if "ca" in self.names:
             record["protocol"]["ca_classifier"] = judge_name
         record["seconds"] = round(time.time() - started, 1)
-        if record["best"]:
-            self.best = record
         return record
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / METRICS_LOG, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-    def truncate(self, last_step: int) -> None:
-        """On resume: drop records past the resumed step (a killed run may have evaluated beyond it)."""
-        from distilgan.utils.atomic import atomic_write_text
-
-        path = self.run_dir / METRICS_LOG
-        if path.exists():
-            kept = [r for r in read_metrics(self.run_dir) if int(r.get("step", 0)) <= last_step]
-            atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-            scored = [r for r in kept if self.primary in r]
-            self.best = min(scored, key=self._rank) if scored else None
-
-    def summary(self) -> str | None:
-        if self.best is None:
-            return None
-        return (f"best {self.primary} {self.best[self.primary]:.5g} at step {self.best['step']} "
-                f"({self.n} samples, in-loop protocol) -> {self.run_dir / BEST_DIR}")

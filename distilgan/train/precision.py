@@ -48,18 +48,33 @@ def _first(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output  # type: ignore[return-value]
 
 
-def _step_timer(G: nn.Module, D: nn.Module | None, precision: str, device: torch.device, batch: int) -> Callable[[], float]:
-    """A function timing one G forward + D forward/backward + G backward (the shape of a training step)."""
+# (G, D) -> a scalar loss through both: the shape of a training step; its inputs made beforehand
+ProbeLoss = Callable[[nn.Module, "nn.Module | None"], torch.Tensor]
+
+
+def latent_probe_loss(G: nn.Module, D: nn.Module | None, device: torch.device, batch: int) -> ProbeLoss:
+    """The probe step of a (z, labels) generator and its (images, labels) discriminator."""
     generator = torch.Generator().manual_seed(0)  # the probe never touches the run's random streams
     z = torch.randn(batch, int(G.z_dim), generator=generator).to(device)
     labels = torch.randint(int(G.num_classes), (batch,), generator=generator).to(device)
     has_weights = D is not None and any(True for _ in D.parameters())
 
+    def loss(G_: nn.Module, D_: nn.Module | None) -> torch.Tensor:
+        images = G_(z, labels)
+        return (_first(D_(images, labels)) if has_weights else images).float().mean()
+
+    return loss
+
+
+def _step_timer(G: nn.Module, D: nn.Module | None, precision: str, device: torch.device, batch: int,
+                probe_loss: Callable[..., ProbeLoss] | None = None) -> Callable[[], float]:
+    """A function timing one G forward + D forward/backward + G backward (the shape of a training step)."""
+    step_loss = (probe_loss or latent_probe_loss)(G, D, device, batch)
+
     def one_step() -> float:
         start = time.perf_counter()
         with autocast(precision, device):
-            images = G(z, labels)
-            loss = (_first(D(images, labels)) if has_weights else images).float().mean()
+            loss = step_loss(G, D)
         loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -68,13 +83,14 @@ def _step_timer(G: nn.Module, D: nn.Module | None, precision: str, device: torch
     return one_step
 
 
-def probe_speedup(G: nn.Module, D: nn.Module | None, device: torch.device, batch: int, repeats: int = 3) -> tuple[float, float]:
+def probe_speedup(G: nn.Module, D: nn.Module | None, device: torch.device, batch: int, repeats: int = 3,
+                  probe_loss: Callable[..., ProbeLoss] | None = None) -> tuple[float, float]:
     """(fp32 seconds, bf16 seconds) per probe step, measured on copies of G and D: one warm-up step each,
     then ``repeats`` steps of each *alternating*, the fastest of each kept, so that a change in the
     machine's load (another job starting) hits both precisions alike instead of deciding the choice."""
     G, D = copy.deepcopy(G).train(), (copy.deepcopy(D).train() if D is not None else None)
     batch = max(2, min(batch, 64))
-    timers = {name: _step_timer(G, D, name, device, batch) for name in ("fp32", "bf16")}
+    timers = {name: _step_timer(G, D, name, device, batch, probe_loss) for name in ("fp32", "bf16")}
     for timer in timers.values():  # warm-up: kernels, caches, oneDNN primitive creation
         timer()
     best = {name: float("inf") for name in timers}
@@ -84,8 +100,10 @@ def probe_speedup(G: nn.Module, D: nn.Module | None, device: torch.device, batch
     return best["fp32"], best["bf16"]
 
 
-def resolve_precision(requested: str, device: torch.device, G: nn.Module, D: nn.Module | None, batch: int) -> tuple[str, str]:
-    """(``fp32`` or ``bf16``, a sentence saying why) for ``--precision requested``."""
+def resolve_precision(requested: str, device: torch.device, G: nn.Module, D: nn.Module | None, batch: int,
+                      probe_loss: Callable[..., ProbeLoss] | None = None) -> tuple[str, str]:
+    """(``fp32`` or ``bf16``, a sentence saying why) for ``--precision requested``. ``probe_loss(G, D,
+    device, batch)`` builds the probe's step for networks that take other inputs than (z, labels)."""
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}")
     if requested != "auto":
@@ -99,7 +117,7 @@ def resolve_precision(requested: str, device: torch.device, G: nn.Module, D: nn.
     flags = cpu_bf16_flags()
     if not flags:
         return "fp32", "this CPU reports no bf16 instructions (amx_bf16, avx512_bf16)"
-    fp32, bf16 = probe_speedup(G, D, device, batch)
+    fp32, bf16 = probe_speedup(G, D, device, batch, probe_loss=probe_loss)
     ratio = fp32 / bf16
     measured = f"probe {fp32 * 1e3:.0f} ms fp32 vs {bf16 * 1e3:.0f} ms bf16 per step, {ratio:.2f}x ({', '.join(flags)})"
     if ratio >= PROBE_MIN_SPEEDUP:

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,21 +30,16 @@ from distilgan.train.batches import BatchSource
 from distilgan.train.config import LoopConfig, RunConfig, config_to_dict, ema_beta
 from distilgan.train.distributed import DistContext, all_reduce_mean, broadcast_from_main
 from distilgan.train.ema import EMA, recompute_batchnorm
+from distilgan.train.inputs import BN_STREAM, LatentInputs, ModelInputs, ZSampler  # noqa: F401  (BN_STREAM: bench)
 from distilgan.train.precision import autocast, resolve_precision
 from distilgan.train.state import capture_rng, restore_rng, save_state
-from distilgan.utils.noise import rng, sample_z
 
 STATE_PATH = Path("state") / "state.pt"
-GRID_STREAM = 0x6121D  # seeds the fixed z of the per-epoch grid
-MAX_GRID_ROWS = 32  # one row per class, at most this many classes (evenly spread) in the grid
-BN_STREAM = 0xB4E5  # inputs of the EMA copy's BN re-estimation (ema_buffers recompute)
 BN_BATCHES = 16
 # A loss that stays non-finite this many steps in a row ends the run (gradients are zeroed meanwhile).
 NONFINITE_PATIENCE = 10
 # Test hook: SIGKILL this process right after the given step, to prove resume after a hard crash.
 KILL_ENV = "DISTILGAN_TEST_KILL_AT_STEP"
-
-ZSampler = Callable[[np.random.Generator, int], np.ndarray]
 
 
 class TrainingInterrupted(UserError):
@@ -97,18 +92,16 @@ class Trainer:
     def __init__(self, config: RunConfig | LoopConfig, generator: nn.Module, discriminator: nn.Module, objective: Any,
                  source: BatchSource | None = None, run_dir: str | Path | None = None,
                  dist: DistContext | None = None, name: str = "distill", z_sampler: ZSampler | None = None,
-                 metrics: Any = None, classes: list[int] | None = None) -> None:
+                 metrics: Any = None, classes: list[int] | None = None, inputs: ModelInputs | None = None) -> None:
         if isinstance(config, LoopConfig):  # a bare loop (tests, benchmarks): a run of no particular kind
             config = RunConfig(loop=config)
         # the whole run's config is recorded in the state (for --resume); the loop reads its own section
         self.config, self.loop, self.objective, self.source, self.name = config, config.loop, objective, source, name
         loop = self.loop
-        # the model's own z distribution, for the grid, the BN re-estimation and the metrics
-        z_dim = int(generator.z_dim)
-        self.z_sampler = z_sampler or (lambda generator_, n: sample_z(generator_, n, z_dim))
         self.metrics = metrics
-        # the labels the model was trained for (a store may hold a subset of the teacher's classes)
-        self.classes = np.asarray(list(range(int(generator.num_classes))) if classes is None else list(classes), np.int64)
+        # what G is fed outside the objective (grid, BN re-estimation): (z, labels) of the model's own z
+        # distribution and classes (a store may hold a subset of the teacher's), unless told otherwise
+        self.inputs = inputs or LatentInputs(generator, loop, z_sampler, classes)
         self.dist = dist or DistContext()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.G, self.D = generator.to(self.dist.device), discriminator.to(self.dist.device)
@@ -135,7 +128,8 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         requested = "bf16" if loop.amp and self.dist.device.type == "cuda" else loop.precision
         self.precision, self.precision_reason = resolve_precision(requested, self.dist.device, self.G, self.D,
-                                                                  loop.batch_size // self.dist.world_size)
+                                                                  loop.batch_size // self.dist.world_size,
+                                                                  getattr(self.inputs, "probe_loss", None))
         self.nonfinite_steps = 0
         steps_per_epoch = source.steps_per_epoch if source is not None else 1
         self.total_steps = loop.epochs * steps_per_epoch
@@ -240,29 +234,17 @@ class Trainer:
         if self.ema is None or self.loop.ema_buffers != "recompute":
             return model
         device, batch = self.dist.device, max(2, self.loop.batch_size // self.dist.world_size)
-        def draw(i: int) -> tuple[Tensor, Tensor]:
-            z = self.z_sampler(rng(self.loop.seed, BN_STREAM, i), batch)
-            labels = self.classes[(np.arange(batch) + i * batch) % len(self.classes)]
-            return torch.from_numpy(z).to(device), torch.from_numpy(labels).to(device)
+        return recompute_batchnorm(model, lambda i: self.inputs.bn_inputs(i, batch, device), BN_BATCHES)
 
-        return recompute_batchnorm(model, draw, BN_BATCHES)
-
-    def grid_inputs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Fixed z and labels of the per-epoch grid: one row per class, ``grid_columns`` per row."""
-        count, columns = len(self.classes), self.loop.grid_columns
-        classes = self.classes[np.unique(np.linspace(0, count - 1, min(count, MAX_GRID_ROWS)).round().astype(np.int64))]
-        labels = np.repeat(classes, columns)
-        z = self.z_sampler(rng(self.loop.seed, GRID_STREAM), len(labels))
-        return z, labels
+    def grid_inputs(self) -> tuple[np.ndarray, ...]:
+        return self.inputs.grid_inputs()
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:
         model = self.shipped_model()
         was_training = model.training
         model.eval()  # BatchNorm with running statistics, as at inference
-        z, labels = self.grid_inputs()
-        device = self.dist.device
-        images = model(torch.from_numpy(z).to(device), torch.from_numpy(labels).to(device)).float().cpu().numpy()
+        images = self.inputs.grid_images(model, self.dist.device)
         model.train(was_training)
         return images
 
@@ -468,7 +450,7 @@ class Trainer:
                 if self.batch_in_epoch >= source.steps_per_epoch:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                     if self.epoch % loop.grid_every == 0 and logger is not None:
-                        logger.grid(self.epoch, self.step, self.sample_grid(), nrow=loop.grid_columns)
+                        logger.grid(self.epoch, self.step, self.sample_grid(), nrow=self.inputs.grid_nrow)
                         grid_epoch = self.epoch
                     if self.epoch % loop.ckpt_every == 0 and self.step < self.total_steps:
                         checkpoint_and_metrics()
@@ -477,7 +459,7 @@ class Trainer:
                                        f"batches in epoch {self.epoch}")
             if logger is not None and grid_epoch != self.epoch:  # the run ended between grids: show the end
                 label = self.epoch + (1 if self.batch_in_epoch else 0)  # a partial epoch counts as the next
-                logger.grid(label, self.step, self.sample_grid(), nrow=loop.grid_columns)
+                logger.grid(label, self.step, self.sample_grid(), nrow=self.inputs.grid_nrow)
             self.save_checkpoint()
             if self.metrics is not None and evaluated_at != self.step:
                 self.evaluate_metrics(logger)

@@ -1,0 +1,187 @@
+"""The edit-distillation study of issue 18: a class edit of real images by the slow path (inversion,
+``distilgan invert``), by the encoder alone, and by the feed-forward student, judged alike.
+
+    # 1. the real test images of each edit's source class, as files for `distilgan invert --in`
+    python bench/edit_study.py --data ../shared/datasets/cifar10/cifar10-jpeg.zip --edit automobile:truck \\
+        --export-inputs runs/edit/inputs
+    # 2. the slow path and the encoder (resumable, long):  distilgan invert --in runs/edit/inputs/automobile ...
+    # 3. the table
+    python bench/edit_study.py --data ... --edit automobile:truck --edit horse:deer \\
+        --student plain=runs/i2i/best --student unfiltered=runs/i2i-nofilter/best \\
+        --method invert=runs/edit/invert-{source} --method encoder=runs/edit/encoder-{source} \\
+        --judge ../shared/weights/cifar10-resnet/resnet56-4bfd9763.th [--n 1000] [--out bench/results/edit_study.json]
+
+Per edit (source -> target) and method, on the first ``--n`` CIFAR-10 *test* images of the source class
+(real photographs: no method was trained on them):
+
+* flip rate: the judge (ResNet-56, not the pair filter's classifier) recognises the target class;
+* FID of the edited images against the real test images of the target class (Inception pool
+  features, n vs 1,000: a small-sample FID, comparable between the rows of one table only);
+* content kept: mean cosine similarity of Inception features of input and edited image, and PSNR;
+* seconds per image: the method's own record (``invert.json``) for the optimisation paths; for the
+  student, torch fp32 on one thread, batch 1 (median) and batch 64 (per image), measured here.
+
+"input (no edit)" is the floor: the unedited images scored the same way. Targets (issue 18): the
+student >= 100x faster than the optimisation, flip rate within 10 points of it, FID <= 1.2x its.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine_facts  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "edit_study.json"
+SPEEDUP_TARGET, FLIP_POINTS, FID_RATIO = 100.0, 10.0, 1.2
+
+
+def labelled(text: str, flag: str) -> tuple[str, str]:
+    label, sep, value = text.partition("=")
+    if not sep or not label or not value:
+        raise SystemExit(f"{flag} takes LABEL=VALUE, got {text!r}")
+    return label, value
+
+
+def class_images(dataset: Any, label: int, n: int) -> np.ndarray:
+    return dataset.images[np.flatnonzero(dataset.labels == label)[:n]]
+
+
+def export_inputs(dataset: Any, sources: list[tuple[int, str]], n: int, folder: Path) -> None:
+    from distilgan.utils.images import save_png
+
+    for label, name in sources:
+        for i, image in enumerate(class_images(dataset, label, n)):
+            save_png(image, folder / name / f"test-{i:04d}.png")
+        print(f"wrote {min(n, int((dataset.labels == label).sum()))} {name} test images to {folder / name}")
+
+
+def read_method(folder: Path, target: str, n: int) -> tuple[np.ndarray, float | None]:
+    """(edited uint8 images in input order, seconds per image from invert.json) of an `invert` folder."""
+    from PIL import Image
+
+    record = json.loads((folder / "invert.json").read_text())
+    names = record["settings"]["images"][:n]
+    images = np.stack([np.asarray(Image.open(folder / target / name).convert("RGB")) for name in names])
+    return images, record.get("seconds_per_image")
+
+
+def student_outputs(checkpoint: str, images: np.ndarray, edit_name: str) -> tuple[np.ndarray, float, float]:
+    """(outputs, seconds per image at batch 1 (median of 50), at batch 64) of a translator, torch fp32."""
+    import torch
+
+    from distilgan.pipeline import ImageTranslator
+
+    translator = ImageTranslator.from_pretrained(checkpoint)
+    outputs = translator.translate(images, edit=edit_name, output="np")
+    model, edit = translator.model, translator.model.edit_index(edit_name)
+    x = torch.from_numpy(images[:64].astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2).contiguous()
+    e = torch.full((len(x),), edit, dtype=torch.long)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x[:1], e[:1])
+        single = []
+        for _ in range(50):
+            began = time.perf_counter()
+            model(x[:1], e[:1])
+            single.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        for _ in range(5):
+            model(x, e)
+        batch = (time.perf_counter() - began) / (5 * len(x))
+    return outputs, float(np.median(single)), float(batch)
+
+
+def scores(network: Any, judge: Any, inputs_features: np.ndarray, inputs: np.ndarray, edited: np.ndarray,
+           target: int, target_features: np.ndarray) -> dict[str, float]:
+    from distilgan.metrics.class_agreement import judge_probs
+    from distilgan.metrics.fid import fid_between_features
+    from distilgan.metrics.network import extract
+
+    features = extract(network, edited, progress=False)[0]
+    flip = float((judge_probs(judge, edited).argmax(1) == target).mean())
+    a = inputs_features[: len(features)]
+    cosine = float(np.mean(np.sum(a * features, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(features, axis=1))))
+    mse = np.mean((inputs[: len(edited)].astype(np.float64) - edited.astype(np.float64)) ** 2, axis=(1, 2, 3))
+    psnr = float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+    return {"n": int(len(edited)), "flip": flip, "fid_target": fid_between_features(features, target_features),
+            "content_cosine": cosine, "psnr_to_input": psnr}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="CIFAR-10 (the test split is read)")
+    parser.add_argument("--edit", action="append", required=True, metavar="SOURCE:TARGET")
+    parser.add_argument("--n", type=int, default=1000, help="source-class test images per edit (default 1000)")
+    parser.add_argument("--export-inputs", metavar="DIR", help="write each source class's test images to DIR/<class>/ and stop")
+    parser.add_argument("--student", action="append", default=[], metavar="LABEL=CHECKPOINT")
+    parser.add_argument("--method", action="append", default=[], metavar="LABEL=DIR",
+                        help="an `invert` output folder; {source} and {target} are replaced by the edit's classes")
+    parser.add_argument("--judge", default="cifar10-resnet56", help="classifier judging the flip rate")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from distilgan.data.datasets import open_dataset
+    from distilgan.metrics.class_agreement import load_judge
+    from distilgan.metrics.network import extract, load_network
+    from distilgan.store.pairs import parse_edits
+
+    test = open_dataset(args.data, "test")
+    edits = parse_edits(args.edit, test.class_names, test.num_classes)
+    if args.export_inputs:
+        sources = sorted({(e["source"], test.class_names[e["source"]]) for e in edits})
+        export_inputs(test, sources, args.n, Path(args.export_inputs))
+        return 0
+    network, (judge, judge_name) = load_network(), load_judge(args.judge)
+    rows: list[dict[str, Any]] = []
+    for edit in edits:
+        source, target = test.class_names[edit["source"]], test.class_names[edit["target"]]
+        inputs = class_images(test, edit["source"], args.n)
+        inputs_features = extract(network, inputs, progress=False)[0]
+        target_features = extract(network, class_images(test, edit["target"], 10**6), progress=False)[0]
+        common = {"edit": edit["name"], "source_images": int(len(inputs))}
+        rows.append({**common, "method": "input (no edit)", "seconds_per_image": 0.0,
+                     **scores(network, judge, inputs_features, inputs, inputs, edit["target"], target_features)})
+        for label, pattern in map(lambda m: labelled(m, "--method"), args.method):
+            folder = Path(pattern.format(source=source, target=target))
+            if not (folder / "invert.json").is_file():
+                print(f"skip {label} for {edit['name']}: no {folder / 'invert.json'}")
+                continue
+            edited, seconds = read_method(folder, target, args.n)
+            rows.append({**common, "method": label, "seconds_per_image": seconds,
+                         **scores(network, judge, inputs_features, inputs, edited, edit["target"], target_features)})
+        for label, checkpoint in map(lambda s: labelled(s, "--student"), args.student):
+            edited, single, batch = student_outputs(checkpoint, inputs, edit["name"])
+            rows.append({**common, "method": f"student {label}", "seconds_per_image": batch, "latency_b1_s": single,
+                         **scores(network, judge, inputs_features, inputs, edited, edit["target"], target_features)})
+    print(f"\n| edit | method | n | flip rate | FID vs real target | content cos | PSNR to input | s / image |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        seconds = "-" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.4g}"
+        print(f"| {r['edit']} | {r['method']} | {r['n']} | {100 * r['flip']:.1f} % | {r['fid_target']:.1f} | "
+              f"{r['content_cosine']:.3f} | {r['psnr_to_input']:.2f} | {seconds} |")
+    result = {"protocol": {"images": f"first {args.n} CIFAR-10 test images of each source class", "judge": judge_name,
+                           "fid": "Inception pool features, edited vs all real test images of the target class",
+                           "network": network.describe(), "threads": args.threads},
+              "machine": machine_facts(), "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

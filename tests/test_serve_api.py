@@ -220,7 +220,7 @@ def test_page_and_static_files_are_local(client):
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         answer = client.get(f"/static/{name}")
         assert answer.status_code == 200 and kind in answer.headers["content-type"]
-    assert "fetch(\"/generate\"" in client.get("/static/app.js").text
+    assert "fetchJson(\"/generate\"" in client.get("/static/app.js").text
 
 
 # --- concurrency ----------------------------------------------------------------------------------

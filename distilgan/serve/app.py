@@ -1,20 +1,20 @@
-"""The FastAPI app: ``POST /generate``, ``GET /health``, ``GET /model``, the page and its docs.
+"""The FastAPI app: ``POST /generate``, ``GET /model`` (with a generator), ``POST /translate``,
+``GET /translators`` (``translate.py``, with translators), ``GET /health``, the page and its docs.
 
-Concurrency: one model behind a lock. Requests are handled on Starlette's thread pool; each takes
+Concurrency: every model behind one lock. Requests are handled on Starlette's thread pool; each takes
 the lock only for noise + forward pass + quantisation, and encodes its PNGs outside it. Why not a
 batching worker that merges concurrent requests: on CPU one forward pass already uses every core
 (torch intra-op threads), a request already carries up to --max-count images, and a lock keeps each
 response's bytes independent of what else was in flight. Scale out with ``--workers`` (processes).
 
-Limits: the body is read by ``BodyLimit`` before anything parses it (> 64 KiB -> 413); fields are
-validated strictly (unknown fields, wrong types, out-of-range values -> 422); every error is
-``{"error": "..."}``.
+Limits: the body is read by ``BodyLimit`` (``http.py``) before anything parses it (> 64 KiB -> 413;
+/translate: its upload limit, ``uploads.UploadLimits``); fields are validated strictly (unknown fields,
+wrong types, out-of-range values -> 422); every error is ``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import math
@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distilgan import __version__
 from distilgan.errors import UserError
-from distilgan.serve.backend import Backend
+from distilgan.serve.backend import Backend, TranslatorBackend
+from distilgan.serve.http import MAX_BODY_BYTES, ApiError, BodyLimit, error_response
 from distilgan.serve.schemas import (
     ErrorResponse,
     GenerateRequest,
@@ -47,6 +48,9 @@ from distilgan.serve.schemas import (
     ModelResponse,
     describe_validation_errors,
 )
+from distilgan.serve.translate import TranslationService, add_translate_routes, body_limit
+from distilgan.serve.uploads import UploadLimits, encode_png
+from distilgan.utils.extras import need
 from distilgan.utils.images import make_grid
 from distilgan.utils.labels import resolve_labels as resolve_labels_strict
 from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
@@ -56,7 +60,6 @@ from distilgan.utils.seeds import parse_seeds, z_for_seeds
 CRASH_LOG = logging.getLogger("distilgan.serve")  # uvicorn prints it with its own log lines
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MAX_BODY_BYTES = 64 * 1024
 DEFAULT_MAX_COUNT = 64
 SETTINGS_ENV = "DISTILGAN_SERVE_SETTINGS"  # how --workers N hands its settings to worker processes
 # The page loads nothing from elsewhere; the policy makes the browser enforce that.
@@ -64,63 +67,14 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'",
     "X-Content-Type-Options": "nosniff",
 }
-ENDPOINTS = "GET / (page), GET /health, GET /model, POST /generate, GET /openapi.json, GET /docs"
 
 
-class ApiError(Exception):
-    """A request the server understood but will not do; answered as {"error": message}."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class BodyLimit:
-    """ASGI middleware: read the whole request body first and refuse it (413) past ``max_bytes``,
-    whether announced by Content-Length or streamed in chunks."""
-
-    def __init__(self, app: Callable, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def _refuse(self, scope: dict, receive: Callable, send: Callable, status: int, message: str) -> None:
-        await error_response(status, message, headers={"Connection": "close"})(scope, receive, send)
-
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        too_big = f"request body is larger than {self.max_bytes // 1024} KiB (send fewer labels; the limit is {self.max_bytes} bytes)"
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await self._refuse(scope, receive, send, 400, "Content-Length header is not a number")
-            if int(length) > self.max_bytes:
-                return await self._refuse(scope, receive, send, 413, too_big)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left before sending its body
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return await self._refuse(scope, receive, send, 413, too_big)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body, delivered = b"".join(chunks), False
-
-        async def replay() -> dict:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+def endpoints(generator: bool, translators: bool) -> str:
+    """The endpoints this app serves, for the 404/405 messages."""
+    served = ["GET / (page)", "GET /health"]
+    served += ["GET /model", "POST /generate"] if generator else []
+    served += ["GET /translators"] + (["POST /translate"] if translators else [])
+    return ", ".join(served + ["GET /openapi.json", "GET /docs"])
 
 
 @dataclass
@@ -149,13 +103,12 @@ def resolve_labels(labels: Sequence[int | str], class_names: Sequence[str],
 class GenerationService:
     """One backend, one lock, and the request -> images plan."""
 
-    def __init__(self, backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> None:
+    def __init__(self, backend: Backend, max_count: int = DEFAULT_MAX_COUNT, lock: threading.Lock | None = None) -> None:
         self.backend, self.max_count = backend, max_count
         # what the model was trained on: every request's default (backends without them: N(0, I), all)
         self.z_distribution, self.classes = model_z_distribution(backend), model_classes(backend)
-        self.lock = threading.Lock()
+        self.lock = lock or threading.Lock()  # shared with the translators when there are any
         self.requests_served = 0
-        self.started = time.monotonic()
 
     def seeds(self, request: GenerateRequest) -> list[int] | None:
         """The request's per-image seed list (from a list or "0-3,7"), checked; None without one."""
@@ -228,66 +181,12 @@ class GenerationService:
         return Generated(images, labels, seed, nrow, (done - start) * 1000, (start - queued) * 1000, distribution, seeds)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 405, 413, 415, 422, 500)}
 
 
-def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
-    """The ASGI app serving ``backend``; the model is the one passed in (loaded once by the caller)."""
-    from distilgan.serve.docs import render_docs
-
-    service = GenerationService(backend, max_count)
-    encode_png(np.zeros((1, 1, 3), np.uint8))  # import PIL's PNG writer now, not in the first request
-    app = FastAPI(
-        title="distilgan serve",
-        version=__version__,
-        description="Class-conditional image generation with a distilled student generator.",
-        docs_url=None,  # FastAPI's docs page loads Swagger UI from a CDN; ours is local
-        redoc_url=None,
-    )
-    app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
-        return error_response(err.status, err.message)
-
-    @app.exception_handler(UserError)
-    async def _user_error(request: Request, err: UserError) -> JSONResponse:
-        return error_response(422, str(err))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        content_type = request.headers.get("content-type", "")
-        if content_type and "json" not in content_type.lower():
-            return error_response(415, f"send the body as JSON with Content-Type: application/json (got '{content_type}')")
-        status, message = describe_validation_errors(list(err.errors()))
-        return error_response(status, message)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        if err.status_code == 404:
-            message = f"not found: {request.url.path} (endpoints: {ENDPOINTS})"
-        elif err.status_code == 405:
-            message = f"method {request.method} is not allowed on {request.url.path} (endpoints: {ENDPOINTS})"
-        else:
-            message = str(err.detail)
-        return error_response(err.status_code, message, headers=getattr(err, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, err: Exception) -> JSONResponse:
-        # The traceback goes to the server's log; the client learns only that it was our fault and
-        # which entry to look for (exception text can carry paths and internals).
-        incident = uuid.uuid4().hex[:12]
-        CRASH_LOG.error("internal error %s on %s %s", incident, request.method, request.url.path, exc_info=err)
-        return error_response(500, f"internal error (incident {incident}; the server log has the details)")
+def add_generator_routes(app: FastAPI, service: GenerationService) -> None:
+    """``POST /generate`` and ``GET /model`` for the served generator."""
+    backend, max_count = service.backend, service.max_count
 
     @app.post(
         "/generate",
@@ -347,15 +246,6 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
             }
         )
 
-    @app.get("/health", response_model=HealthResponse, summary="Liveness and counters")
-    def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "backend": backend.name,
-            "uptime_s": round(time.monotonic() - service.started, 3),
-            "requests_served": service.requests_served,
-        }
-
     model_facts = {
         "backend": backend.name,
         "class_names": list(backend.class_names),
@@ -373,6 +263,86 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
     def model() -> dict[str, Any]:
         return model_facts
 
+
+def create_app(backend: Backend | None, max_count: int = DEFAULT_MAX_COUNT,
+               translators: Sequence[TranslatorBackend] = (), limits: UploadLimits | None = None) -> FastAPI:
+    """The ASGI app serving ``backend`` (a generator, or None) and ``translators``; the models are the
+    ones passed in (loaded once by the caller). ``limits``: what one uploaded image may be."""
+    from distilgan.serve.docs import render_docs
+
+    if backend is None and not translators:
+        raise UserError("nothing to serve: give a generator (--checkpoint or --model) and/or --translator DIR")
+    if translators:
+        need("python_multipart", "distilgan serve --translator (image uploads)")
+    lock = threading.Lock()  # one forward pass at a time, whichever model: each already uses every core
+    service = GenerationService(backend, max_count, lock) if backend is not None else None
+    translation = TranslationService(translators, limits, lock) if translators else None
+    served = endpoints(service is not None, translation is not None)
+    encode_png(np.zeros((1, 1, 3), np.uint8))  # import PIL's PNG writer now, not in the first request
+    app = FastAPI(
+        title="distilgan serve",
+        version=__version__,
+        description="Class-conditional image generation with a distilled student generator, and image-to-image "
+                    "edits with a distilled translator.",
+        docs_url=None,  # FastAPI's docs page loads Swagger UI from a CDN; ours is local
+        redoc_url=None,
+    )
+    app.state.service, app.state.translation = service, translation
+    routes = {"/translate": body_limit(translation.limits)} if translation else {}
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, routes=routes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+        return error_response(err.status, err.message)
+
+    @app.exception_handler(UserError)
+    async def _user_error(request: Request, err: UserError) -> JSONResponse:
+        return error_response(422, str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if content_type and "json" not in content_type.lower():
+            return error_response(415, f"send the body as JSON with Content-Type: application/json (got '{content_type}')")
+        status, message = describe_validation_errors(list(err.errors()))
+        return error_response(status, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        if err.status_code == 404:
+            message = f"not found: {request.url.path} (endpoints: {served})"
+        elif err.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path} (endpoints: {served})"
+        else:
+            message = str(err.detail)
+        return error_response(err.status_code, message, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, err: Exception) -> JSONResponse:
+        # The traceback goes to the server's log; the client learns only that it was our fault and
+        # which entry to look for (exception text can carry paths and internals).
+        incident = uuid.uuid4().hex[:12]
+        CRASH_LOG.error("internal error %s on %s %s", incident, request.method, request.url.path, exc_info=err)
+        return error_response(500, f"internal error (incident {incident}; the server log has the details)")
+
+    started = time.monotonic()
+
+    @app.get("/health", response_model=HealthResponse, summary="Liveness and counters")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "backend": backend.name if backend is not None else TranslatorBackend.name,
+            "uptime_s": round(time.monotonic() - started, 3),
+            "requests_served": service.requests_served if service else 0,
+            "generator": service is not None,
+            "translators": list(translation.translators) if translation else [],
+            "translations_served": translation.requests_served if translation else 0,
+        }
+
+    if service is not None:
+        add_generator_routes(app, service)
+    add_translate_routes(app, translation, ERRORS)
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
@@ -386,17 +356,23 @@ def create_app(backend: Backend, max_count: int = DEFAULT_MAX_COUNT) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """App factory for ``--workers N``: each worker process loads the model once from the
+    """App factory for ``--workers N``: each worker process loads the models once from the
     settings ``distilgan serve`` put in the environment."""
-    from distilgan.serve.backend import load_backend
+    from distilgan.serve.backend import load_backend, load_translators
 
     settings = json.loads(os.environ[SETTINGS_ENV])
     if settings.get("threads"):
         import torch
 
         torch.set_num_threads(int(settings["threads"]))
-    backend = load_backend(settings["backend"], settings["checkpoint"], device=settings["device"])
-    return create_app(backend, max_count=int(settings["max_count"]))
+    checkpoint = settings.get("checkpoint")
+    backend = load_backend(settings["backend"], checkpoint, device=settings["device"]) if checkpoint else None
+    translators = load_translators(settings.get("translators") or [], device=settings["device"])
+    limits = UploadLimits(**settings["upload_limits"]) if settings.get("upload_limits") else None
+    return create_app(backend, max_count=int(settings["max_count"]), translators=translators, limits=limits)
 
 
-__all__ = ["MAX_BODY_BYTES", "ApiError", "BodyLimit", "GenerationService", "app_from_env", "create_app", "resolve_labels"]
+__all__ = [
+    "MAX_BODY_BYTES", "ApiError", "BodyLimit", "GenerationService", "add_generator_routes", "app_from_env", "create_app",
+    "endpoints", "resolve_labels",
+]

@@ -1,7 +1,7 @@
 """``GET /docs``: the OpenAPI schema rendered as one plain HTML page, with nothing loaded from a CDN
 (FastAPI's own docs page fetches Swagger UI from the internet, which a closed network cannot reach).
 
-Each endpoint shows its description, a table of the request body's fields and of every response
+Each endpoint shows its description, a table of the request body's fields (one per media type) and of every response
 body's fields, and the schema's example as JSON.
 """
 
@@ -81,9 +81,9 @@ def render_docs(openapi: dict[str, Any]) -> str:
             parts = [f"<h2><code>{escape(method.upper())} {escape(path)}</code> — {escape(operation.get('summary', ''))}</h2>"]
             if operation.get("description"):
                 parts.append(f"<p>{escape(operation['description'])}</p>")
-            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            if body:
-                parts.append("<h3>Request body (application/json)</h3>" + _fields_table(body, components))
+            for media, content in operation.get("requestBody", {}).get("content", {}).items():
+                if content.get("schema"):  # /translate takes a multipart form or JSON: one table each
+                    parts.append(f"<h3>Request body ({escape(media)})</h3>" + _fields_table(content["schema"], components))
             # Responses with the same body (the error statuses) are listed once.
             grouped: dict[str, list[str]] = {}
             bodies: dict[str, str] = {}
@@ -102,9 +102,10 @@ def render_docs(openapi: dict[str, Any]) -> str:
 <link rel="icon" href="data:,"><link rel="stylesheet" href="/static/style.css"></head>
 <body class="docs"><header><h1>{escape(info.get('title', 'API'))} <small>{escape(info.get('version', ''))}</small></h1>
 <p>{escape(info.get('description', ''))} Machine-readable schema: <a href="/openapi.json">/openapi.json</a>.
-Every error is <code>{{"error": "..."}}</code> with a 4xx status. <a href="/">Back to the generator page</a>.</p>
+Every error is <code>{{"error": "..."}}</code> with a 4xx status. <a href="/">Back to the page</a>.</p>
 <pre>curl -s -X POST http://HOST:PORT/generate -H 'Content-Type: application/json' \\
-     -d '{{"labels": [0, 1], "count": 4, "seed": 7}}' -o grid.png</pre></header>
+     -d '{{"labels": [0, 1], "count": 4, "seed": 7}}' -o grid.png
+curl -s -X POST http://HOST:PORT/translate -F image=@car.png -F edit=automobile:truck -o truck.png</pre></header>
 <main>{''.join(sections)}</main></body></html>
 """
 

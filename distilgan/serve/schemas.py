@@ -84,7 +84,107 @@ class HealthResponse(BaseModel):
     status: Literal["ok"]
     backend: str
     uptime_s: float
-    requests_served: int
+    requests_served: int = Field(description="generate requests answered")
+    generator: bool = Field(True, description="whether POST /generate and GET /model are served")
+    translators: list[str] = Field(default_factory=list, description="names of the translators POST /translate serves")
+    translations_served: int = Field(0, description="translate requests answered")
+
+
+class TranslateRequest(BaseModel):
+    """JSON body of ``POST /translate`` (the same fields as its multipart form, with the image as
+    base64). Unknown fields are rejected; types are strict."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"image_base64": "iVBORw0KGgo...", "edit": "automobile:truck", "format": "json"}]},
+    )
+
+    image_base64: StrictStr = Field(
+        description="the image file (PNG or JPEG), base64-encoded; a data: URL (data:image/png;base64,...) also works"
+    )
+    edit: StrictInt | StrictStr | None = Field(
+        None, description="edit name or index (see GET /translators); may be left out for a one-edit translator"
+    )
+    model: StrictStr | None = Field(
+        None, description="translator name (see GET /translators); may be left out when the server has one"
+    )
+    format: Literal["png", "json"] = Field(
+        "png", description='"png": the result as image/png; "json": JSON with the result and the model\'s input as base64 PNGs'
+    )
+
+
+class TranslateForm(BaseModel):
+    """Multipart form of ``POST /translate`` (``curl -F image=@photo.png -F edit=automobile:truck``).
+    Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: bytes = Field(description="the image file (PNG or JPEG), sent as a file part")
+    edit: str | None = Field(None, description="edit name or index (see GET /translators); may be left out for a one-edit translator")
+    model: str | None = Field(None, description="translator name (see GET /translators); may be left out when the server has one")
+    format: Literal["png", "json"] = Field("png", description='"png" (image/png) or "json"')
+
+
+class TranslateResponse(BaseModel):
+    """Answer of ``POST /translate`` with ``"format": "json"``."""
+
+    model: str = Field(description="the translator that ran")
+    edit: str = Field(description="the edit's name")
+    edit_index: int
+    width: int = Field(description="the result's width: the model's resolution")
+    height: int
+    input_format: str = Field(description="PNG or JPEG")
+    input_width: int = Field(description="the upload's width, before any resizing")
+    input_height: int
+    input_mode: str = Field(description="the upload's PIL mode (RGB, RGBA, L, P, ...)")
+    resized: bool = Field(description="whether the upload was resized to the model's resolution")
+    converted: str | None = Field(description='a mode conversion that changed the pixels, e.g. "RGBA->RGB" (alpha dropped)')
+    notes: list[str] = Field(description="what was done to the upload, in words")
+    translation_ms: float = Field(description="the model's forward pass and quantisation, in milliseconds")
+    queue_ms: float = Field(description="time waiting for the model lock, in milliseconds")
+    decode_ms: float = Field(description="decoding, converting and resizing the upload, in milliseconds")
+    encode_ms: float = Field(description="PNG encoding, in milliseconds")
+    image_png_base64: str = Field(description="the result")
+    input_png_base64: str = Field(description="the model's input: the upload converted and resized")
+
+
+class EditInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    name: str
+    source: str | int | None = Field(None, description="the class the edit starts from, when the checkpoint records it")
+    target: str | int | None = Field(None, description="the class it turns images into")
+
+
+class TranslatorInfo(BaseModel):
+    """One served translator."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="what requests give as model")
+    architecture: str | None = None
+    resolution: int
+    channels: int
+    num_edits: int
+    edits: list[EditInfo]
+    parameters: int | None = None
+    macs_per_image: int | None = None
+    backend: str
+    device: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    figures: dict[str, Any] = Field(default_factory=dict, description="evaluation figures saved with the checkpoint")
+
+
+class TranslatorsResponse(BaseModel):
+    """``GET /translators``: the translators served and the upload limits."""
+
+    translators: list[TranslatorInfo]
+    max_upload_bytes: int = Field(description="largest image file POST /translate takes (413 above)")
+    max_upload_pixels: int = Field(description="most pixels (width x height) an uploaded image may have (413 above)")
+    formats: list[str] = Field(description="image formats POST /translate takes")
 
 
 class ModelResponse(BaseModel):
@@ -109,6 +209,9 @@ class ModelResponse(BaseModel):
 
 
 FIELDS = tuple(GenerateRequest.model_fields)
+EXAMPLE = '{"labels": [0], "count": 4}'
+# what a field given as int | str holds, for the error when it is neither
+INT_OR_STR = {"edit": "an edit index (integer) or an edit name (string)"}
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -125,29 +228,34 @@ def _where(loc: tuple[Any, ...]) -> str:
     return text or "body"
 
 
-def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[int, str]:
-    """pydantic/FastAPI errors -> (HTTP status, one-line message)."""
+def describe_validation_errors(errors: list[dict[str, Any]], fields: tuple[str, ...] = FIELDS,
+                               example: str = EXAMPLE) -> tuple[int, str]:
+    """pydantic/FastAPI errors -> (HTTP status, one-line message); ``fields`` and ``example`` are the
+    body's (default: POST /generate's)."""
     for error in errors:
         if error.get("type") == "json_invalid":
             detail = (error.get("ctx") or {}).get("error", "not valid JSON")
-            return 400, f"malformed JSON body ({detail}); send a JSON object such as {{\"labels\": [0], \"count\": 4}}"
+            return 400, f"malformed JSON body ({detail}); send a JSON object such as {example}"
     messages: dict[str, str] = {}
     for error in errors:
         kind, loc = error.get("type", ""), tuple(error.get("loc", ()))
         where = _where(loc)
         if kind == "extra_forbidden":
-            text = f"unknown field '{loc[-1]}' (allowed: {', '.join(FIELDS)})"
+            text = f"unknown field '{loc[-1]}' (allowed: {', '.join(fields)})"
         elif kind == "missing" and where == "body":
-            text = "request body is missing (send a JSON object, e.g. {\"labels\": [0], \"count\": 4})"
+            text = f"request body is missing (send a JSON object, e.g. {example})"
+        elif kind == "missing":
+            text = f"{where} is missing (send a JSON object such as {example})"
         elif len(loc) > 1 and loc[1] == "seeds":  # one error per branch of list | str: keep the first
             where, kind, item = "seeds", "", isinstance(loc[-1], int)  # item: one bad entry of a list
             text = (f"seeds[{loc[-1]}]: {error.get('msg', 'invalid value')} (got {error.get('input')!r})" if item else
                     f"seeds: must be a list of seeds 0..{MAX_SEED} or a string such as \"0-3,7\" (got {error.get('input')!r})")
         elif loc and loc[-1] in ("int", "str"):  # one error per branch of int | str
             kind = "union"
-            text = f"{where}: must be a class index (integer) or a class name (string) (got {error.get('input')!r})"
+            holds = INT_OR_STR.get(where, "a class index (integer) or a class name (string)")
+            text = f"{where}: must be {holds} (got {error.get('input')!r})"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
-            text = "request body must be a JSON object (e.g. {\"labels\": [0], \"count\": 4})"
+            text = f"request body must be a JSON object (e.g. {example})"
         else:
             text = f"{where}: {error.get('msg', 'invalid value')}"
             if "input" in error and not isinstance(error["input"], (dict, list)):
@@ -157,11 +265,17 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[int, str]:
 
 
 __all__ = [
+    "EditInfo",
     "ErrorResponse",
     "GenerateRequest",
     "GenerateResponse",
     "GeneratedImage",
     "HealthResponse",
     "ModelResponse",
+    "TranslateForm",
+    "TranslateRequest",
+    "TranslateResponse",
+    "TranslatorInfo",
+    "TranslatorsResponse",
     "describe_validation_errors",
 ]

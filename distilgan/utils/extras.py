@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "fastapi": ("serve", "the web service"),
     "uvicorn": ("serve", "the web service's HTTP server"),
     "pydantic": ("serve", "the web service's request schemas"),
+    "python_multipart": ("serve", "image uploads to the web service"),
     "openvino": ("deploy", "OpenVINO export, INT8 and the fast FID backend"),
     "nncf": ("deploy", "INT8 quantisation (NNCF)"),
 }

@@ -1,4 +1,5 @@
-// distilgan serve page: pick classes and a count, POST /generate, show and download the images.
+// distilgan serve page: pick classes and a count, POST /generate, show and download the images; the
+// tabs, and which of them this server has (GET /health). translate.js holds the Translate tab.
 // Plain JavaScript, no libraries: everything this page needs is served by distilgan itself.
 "use strict";
 
@@ -17,16 +18,23 @@ function safeName(name) {
   return name.replace(/[^A-Za-z0-9._-]+/g, "_").replace(/^[._]+|[._]+$/g, "") || "class";
 }
 
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
+// GET (or POST with options) path -> its JSON; a 4xx/5xx throws an Error carrying the server's message.
+async function fetchJson(path, options) {
+  const response = await fetch(path, options);
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
+  return answer;
+}
+
+// the message in the tab's error box (hidden again for an empty message)
+function showError(message, box = "error") {
+  $(box).textContent = message;
+  $(box).hidden = !message;
 }
 
 async function loadModel() {
   try {
-    const response = await fetch("/model");
-    model = await response.json();
-    if (!response.ok) throw new Error(model.error || response.statusText);
+    model = await fetchJson("/model");
   } catch (err) {
     $("model-info").textContent = "could not load the model description";
     showError(`GET /model failed: ${err.message}`);
@@ -131,13 +139,11 @@ async function generate(event) {
   $("status").textContent = "generating…";
   const started = performance.now();
   try {
-    const response = await fetch("/generate", {
+    const answer = await fetchJson("/generate", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
     const roundTrip = performance.now() - started;
     last = answer;
     render(answer);
@@ -169,10 +175,49 @@ function setAll(checked) {
   document.querySelectorAll("#classes input").forEach((input) => { input.checked = checked; });
 }
 
+const TABS = ["generate", "translate"];
+
+function selectTab(name) {
+  for (const tab of TABS) {
+    $(`tab-${tab}`).setAttribute("aria-selected", String(tab === name));
+    $(`${tab}-panel`).hidden = tab !== name;
+  }
+}
+
+// A server may hold a generator, translators or both: /health says which, so that the page never asks
+// for an endpoint this server does not have.
+async function start() {
+  let health;
+  try {
+    health = await fetchJson("/health");
+  } catch (err) {
+    $("model-info").textContent = "could not reach the server";
+    showError(`GET /health failed: ${err.message}`);
+    return;
+  }
+  const translators = health.translators || [];
+  const generator = health.generator !== false;
+  $("tab-generate").hidden = !generator;
+  $("model-link").hidden = !generator;
+  $("tab-translate").hidden = translators.length === 0;
+  document.querySelector(".tabs").hidden = !(generator && translators.length);
+  const wantsTranslate = translators.length && (!generator || location.hash === "#translate");
+  selectTab(wantsTranslate ? "translate" : "generate");
+  if (generator) loadModel();
+  else $("model-info").textContent = `${translators.length} translator${translators.length === 1 ? "" : "s"}: ${translators.join(", ")}`;
+  if (translators.length) loadTranslators(); // translate.js
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("controls").addEventListener("submit", generate);
   $("download-all").addEventListener("click", downloadAll);
   $("select-all").addEventListener("click", () => setAll(true));
   $("select-none").addEventListener("click", () => setAll(false));
-  loadModel();
+  for (const tab of TABS) {
+    $(`tab-${tab}`).addEventListener("click", () => {
+      selectTab(tab);
+      history.replaceState(null, "", `#${tab}`); // a reload or a shared link opens the same tab
+    });
+  }
+  start();
 });

@@ -23,7 +23,7 @@ array or a float NCHW tensor in [-1, 1] in, the same conversions as StudentGener
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -35,30 +35,20 @@ from distilgan.utils.latent import choose_distribution, model_classes, model_z_d
 from distilgan.utils.noise import ZDistribution, rng
 
 OUTPUTS = ("pil", "np", "pt")
+P = TypeVar("P", bound="_Pipeline")
 
 
-class StudentGenerator:
-    """A class-conditional generator in eval mode with label-name lookup and seeded sampling."""
+class _Pipeline:
+    """What the user-facing wrappers share: loading any saved model by name or folder, its image size
+    and device. A subclass checks in ``__init__`` that the model is of its kind."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        for attribute in ("z_dim", "num_classes", "resolution", "channels"):
-            if not hasattr(model, attribute):
-                raise UserError(f"{type(model).__name__} is not a generator (it has no {attribute}); load a generator checkpoint")
-        self.model = model.eval()
+    model: torch.nn.Module
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike, device: Any = "cpu") -> "StudentGenerator":
+    def from_pretrained(cls: type[P], name_or_dir: str | os.PathLike, device: Any = "cpu") -> P:
         from distilgan.models import load_pretrained
 
-        return cls(load_pretrained(name_or_dir, device=device))
-
-    @property
-    def z_dim(self) -> int:
-        return int(self.model.z_dim)
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.num_classes)
+        return cls(load_pretrained(name_or_dir, device=device))  # type: ignore[call-arg]
 
     @property
     def resolution(self) -> int:
@@ -67,6 +57,28 @@ class StudentGenerator:
     @property
     def channels(self) -> int:
         return int(self.model.channels)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class StudentGenerator(_Pipeline):
+    """A class-conditional generator in eval mode with label-name lookup and seeded sampling."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        for attribute in ("z_dim", "num_classes", "resolution", "channels"):
+            if not hasattr(model, attribute):
+                raise UserError(f"{type(model).__name__} is not a generator (it has no {attribute}); load a generator checkpoint")
+        self.model = model.eval()
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.model.z_dim)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
 
     @property
     def class_names(self) -> list[str]:
@@ -87,10 +99,6 @@ class StudentGenerator:
     def z_distribution_for(self, truncation: float | None = None, truncation_kind: str | None = None) -> ZDistribution:
         """The distribution a call with these overrides samples (None, None: the model's own)."""
         return choose_distribution(self.z_distribution, truncation, truncation_kind)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def label_indices(self, labels: Sequence[int | str] | int | str) -> np.ndarray:
         """Class names or indices (ints or digit strings) -> int64 indices, checked against the model
@@ -171,27 +179,13 @@ class StudentGenerator:
 
 
 
-class ImageTranslator:
+class ImageTranslator(_Pipeline):
     """An image-to-image translator (``UNetTranslator``) in eval mode, with edit-name lookup and conversions."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         if not hasattr(model, "num_edits") or not hasattr(model, "edit_index") or hasattr(model, "z_dim"):
             raise UserError(f"{type(model).__name__} is not an image translator; load a translator checkpoint (e.g. RUN/generator of distill-i2i)")
         self.model = model.eval()
-
-    @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike, device: Any = "cpu") -> "ImageTranslator":
-        from distilgan.models import load_pretrained
-
-        return cls(load_pretrained(name_or_dir, device=device))
-
-    @property
-    def resolution(self) -> int:
-        return int(self.model.resolution)
-
-    @property
-    def channels(self) -> int:
-        return int(self.model.channels)
 
     @property
     def num_edits(self) -> int:
@@ -201,10 +195,6 @@ class ImageTranslator:
     def edits(self) -> list[str]:
         """The edit names, in index order ("0", "1", ... when it was saved without names)."""
         return list(self.model.edit_names)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def edit_index(self, edit: int | str) -> int:
         """An edit's index from its index, name or an unambiguous short form (see UNetTranslator.edit_index)."""

@@ -1,4 +1,5 @@
-"""``distilgan bench``: latency, throughput, size, MACs and quality of a student's deployment variants."""
+"""``distilgan bench``: latency, throughput, size, MACs and quality of a student's (generator's or image
+translator's) deployment variants."""
 
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Export the checkpoint for every backend and precision, then measure latency at the smallest "
             "batch and throughput at the largest (median and IQR of repeated timed calls after warm-up), "
             "size on disk, params, MACs, PSNR and FID of each variant against the FP32 PyTorch student on the "
-            "same z and labels, and this machine's measured peak FP32/INT8 rates. Prints a markdown table."
+            "same inputs (z and labels; a translator's images and edits), and this machine's measured peak FP32/INT8 "
+            "rates. Prints a markdown table."
         ),
     )
-    parser.add_argument("--checkpoint", required=True, help="generator checkpoint folder or built-in name")
+    parser.add_argument("--checkpoint", required=True, help="generator or image-translator checkpoint folder, or a built-in name")
+    parser.add_argument("--calib-data", metavar="PAIRS",
+                        help="translators: a pair set whose source images (with their edits) calibrate the int8 "
+                             "variants (required for int8) and feed timing and quality (default: synthetic images)")
     parser.add_argument("--backends", default="torch,onnxruntime,openvino", help="comma list of torch, onnxruntime, openvino")
     parser.add_argument("--precisions", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8 (torch: fp32 only)")
     parser.add_argument("--batch", default="1,64", type=argtypes.positive_int_list, help="comma list of batch sizes (default 1,64)")
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(args.checkpoint, backends, precisions, batches, threads=args.threads, fid_samples=args.fid_samples,
                        quality_samples=args.quality_samples, repeats=args.repeats, extra=args.extra,
                        ablation=args.int8_ablation, peak=not args.no_peak,
-                       fid_for=_list(args.fid_variants), min_seconds=args.min_seconds)
+                       fid_for=_list(args.fid_variants), min_seconds=args.min_seconds, calib_data=args.calib_data)
     print(result["table"])
     if "peak" in result:
         p = result["peak"]

@@ -1,4 +1,7 @@
-"""``distilgan info``: what a checkpoint is: architecture, size, cost per image, classes, config."""
+"""``distilgan info``: what a checkpoint is: architecture, size, cost per image, classes or edits, config.
+
+Every registered architecture: generators (z, classes), image translators and their critics (edits),
+latent encoders (z, classes), discriminators and classifiers (classes)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="describe a model checkpoint",
         description=(
             "Print a checkpoint's architecture, parameter count, multiply-accumulates per image "
-            "(conv/linear weights only), resolution, classes, file size and config."
+            "(conv/linear weights only), resolution, classes (a translator: its edits), file size and config."
         ),
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder (config.json + model.safetensors) or built-in name")
@@ -27,14 +30,17 @@ def describe_checkpoint(checkpoint: str) -> dict[str, Any]:
     from distilgan.models import load_pretrained
     from distilgan.models.macs import count_macs
     from distilgan.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
-    from distilgan.utils.latent import model_z_distribution
+    from distilgan.utils.latent import as_distribution
 
     folder = resolve_checkpoint(checkpoint)
     config = read_config(folder)
     model = load_pretrained(folder)
     counted = count_macs(model)
     names = getattr(model, "class_names", None)
-    num_classes = int(model.num_classes)
+    num_classes = getattr(model, "num_classes", None)  # translators and pair critics have edits instead
+    num_edits = getattr(model, "num_edits", None)
+    # a generator, or an encoder into a generator's z: both carry the z distribution they were made for
+    z_dim = getattr(model, "z_dim", None)
     return {
         "checkpoint": str(folder),
         "architecture": config["architecture"],
@@ -43,11 +49,14 @@ def describe_checkpoint(checkpoint: str) -> dict[str, Any]:
         "macs_excluded": counted.excluded,
         "resolution": int(model.resolution),
         "channels": int(model.channels),
-        "z_dim": getattr(model, "z_dim", None),
-        "num_classes": num_classes,
+        "z_dim": z_dim,
+        "num_classes": None if num_classes is None else int(num_classes),
         "class_names": list(names) if names else None,
-        # what it was trained on (generators): every consumer's default
-        "z_distribution": model_z_distribution(model).to_dict() if hasattr(model, "z_dim") else None,
+        "num_edits": None if num_edits is None else int(num_edits),
+        "edit_names": list(getattr(model, "edit_names", None) or []) or None,
+        # an encoder keeps its generator's z distribution in its config only
+        "z_distribution": (as_distribution(getattr(model, "z_distribution", None) or config.get("z_distribution")).to_dict()
+                           if z_dim is not None else None),
         "classes": getattr(model, "classes", None),
         "weights_dtype": config.get("weights_dtype"),
         "file_bytes": {name: (folder / name).stat().st_size for name in (CONFIG_NAME, WEIGHTS_NAME)},
@@ -72,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(facts, indent=2, sort_keys=True))
         return 0
-    classes = facts["class_names"] or [str(i) for i in range(facts["num_classes"])]
     weights_bytes = facts["file_bytes"]["model.safetensors"]
     lines = [
         f"checkpoint:     {facts['checkpoint']}",
@@ -85,9 +93,16 @@ def run(args: argparse.Namespace) -> int:
         from distilgan.utils.noise import ZDistribution
 
         lines.append(f"z_dim:          {facts['z_dim']}, z {ZDistribution.from_dict(facts['z_distribution']).describe()}")
-    lines.append(f"classes:        {facts['num_classes']} ({', '.join(classes)})")
-    if facts["classes"] is not None:
-        lines.append(f"trained on:     {len(facts['classes'])} of them ({', '.join(classes[c] for c in facts['classes'])})")
+    if facts["num_edits"] is not None:
+        edits = facts["edit_names"] or [str(i) for i in range(facts["num_edits"])]
+        lines.append(f"edits:          {facts['num_edits']} ({', '.join(edits)})")
+    if facts["num_classes"] is not None:
+        classes = facts["class_names"] or [str(i) for i in range(facts["num_classes"])]
+        lines.append(f"classes:        {facts['num_classes']} ({', '.join(classes)})")
+        if facts["classes"] is not None:
+            lines.append(f"trained on:     {len(facts['classes'])} of them ({', '.join(classes[c] for c in facts['classes'])})")
+    elif facts["class_names"]:  # a translator's teacher classes: provenance only
+        lines.append(f"classes:        of the teacher: {', '.join(facts['class_names'])}")
     lines += [
         f"file size:      {_size(weights_bytes)} model.safetensors ({facts['weights_dtype']}), "
         f"{_size(sum(facts['file_bytes'].values()))} in all",

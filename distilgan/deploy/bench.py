@@ -1,4 +1,5 @@
-"""Benchmark exported variants of one student: latency, throughput, size, MACs, quality, peak rates.
+"""Benchmark exported variants of one student (a generator or an image translator): latency,
+throughput, size, MACs, quality, peak rates.
 
 Timing: untimed warm-up calls (at least 5, and ``min_seconds`` / 2), then timed calls of the same
 fixed inputs (at least ``repeats``, and for at least ``min_seconds``, default 2 s); we report
@@ -8,12 +9,13 @@ for each batch size (static shapes, PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THRE
 INFERENCE_PRECISION_HINT=f32 unless the variant says bf16-compute);
 onnxruntime gets intra_op_num_threads=threads; torch gets set_num_threads(threads).
 
-Quality of every variant against the FP32 PyTorch student on the same z and labels (seed 0,
-balanced labels): PSNR and mean |error| on uint8 images (cheap, every sample), and FID between the
+Quality of every variant against the FP32 PyTorch student on the same inputs (a generator: z of seed
+0, balanced labels; a translator: the source images of ``calib_data``'s pairs with their edits, else
+synthetic images with balanced edits, translator_inputs.py): PSNR and mean |error| on uint8 images (cheap, every sample), and FID between the
 variant's images and the FP32 student's images (``fid_samples`` of them; Inception features from
 ``distilgan.metrics``). FID needs the Inception network on every image, which is slow on a CPU.
 
-Physical reference (``peak_rates``): dense micro-benchmarks on this machine, a stack of four
+Physical reference (``peak.peak_rates``): dense micro-benchmarks on this machine, a stack of four
 256->256 3x3 convolutions on 16x16 maps at batch 64 (the student's own layer shape) in torch FP32,
 OpenVINO FP32 and OpenVINO INT8 (NNCF-quantised), plus a torch FP32 1024^3 matmul. Each variant's
 achieved rate (2 * MACs * images/s) is given as a fraction of the peak of its arithmetic.
@@ -21,7 +23,6 @@ achieved rate (2 * MACs * images/s) is given as a fraction of the peak of its ar
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from distilgan.deploy import GENERATOR
 from distilgan.errors import UserError
 from distilgan.utils.images import float_to_uint8, nchw_to_nhwc
 from distilgan.utils.energy import CostMeter
@@ -67,52 +69,6 @@ def time_fn(fn: Callable[[], Any], warmup: int = 3, repeats: int = 20, min_secon
             "joules_per_call": cost["joules_per_item"]}
 
 
-def _peak_conv_model() -> Any:
-    import torch
-
-    return torch.nn.Sequential(*[torch.nn.Conv2d(256, 256, 3, 1, 1, bias=False) for _ in range(4)]).eval()
-
-
-def peak_rates(threads: int, repeats: int = 10) -> dict[str, Any]:
-    """Measured dense rates of this machine: torch FP32 (matmul, conv), OpenVINO FP32 and INT8 conv."""
-    import torch
-
-    torch.set_num_threads(threads)
-    result: dict[str, Any] = {"threads": threads, "conv_workload": "4 x conv3x3 256->256 on 16x16, batch 64"}
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    t = time_fn(lambda: a @ b, 2, repeats)
-    result["torch_fp32_matmul_gflops"] = 2 * 1024**3 / t["median_ms"] / 1e6
-    model = _peak_conv_model()
-    x = torch.randn(64, 256, 16, 16)
-    ops = 2 * 4 * 64 * 16 * 16 * 256 * 256 * 9  # 2 ops per MAC
-    with torch.inference_mode():
-        t = time_fn(lambda: model(x), 2, repeats)
-    result["torch_fp32_conv_gflops"] = ops / t["median_ms"] / 1e6
-    try:
-        import nncf
-        import openvino as ov
-    except ImportError:
-        return result
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "conv.onnx"
-        torch.onnx.export(model, (x[:1],), str(path), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
-        fp32 = ov.convert_model(str(path))
-    calibration = [np.random.default_rng(i).standard_normal((1, 256, 16, 16), dtype=np.float32) for i in range(8)]
-    nncf.set_log_level(logging.WARNING)
-    int8 = nncf.quantize(fp32, nncf.Dataset(calibration), subset_size=8)
-    core = ov.Core()
-    feed = x.numpy()
-    for name, ov_model in (("openvino_fp32_conv_gflops", fp32), ("openvino_int8_conv_gops", int8)):
-        ov_model.reshape({0: list(feed.shape)})
-        request = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                          "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-        t = time_fn(lambda: request.infer([feed]), 2, repeats)
-        result[name] = ops / t["median_ms"] / 1e6
-    result["peak_fp32_gflops"] = max(result["torch_fp32_matmul_gflops"], result["torch_fp32_conv_gflops"], result["openvino_fp32_conv_gflops"])
-    result["peak_int8_gops"] = result["openvino_int8_conv_gops"]
-    return result
-
-
 def torch_runner(model: Any, threads: int) -> Callable[[int], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     import torch
 
@@ -129,20 +85,20 @@ def torch_runner(model: Any, threads: int) -> Callable[[int], Callable[[np.ndarr
 
 
 def export_runner(path: Path, threads: int, inference_precision: str = "f32") -> Callable[[int], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-    from distilgan.deploy.runtime import EdgeGenerator
+    from distilgan.deploy.runtime import open_export
 
     cache: dict[int, Any] = {}
 
     def for_batch(batch: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         if batch not in cache:
-            cache[batch] = EdgeGenerator(path, threads=threads, batch=batch, inference_precision=inference_precision).run
+            cache[batch] = open_export(path, threads=threads, batch=batch, inference_precision=inference_precision).run
         return cache[batch]
 
     return for_batch
 
 
 def generate_all(run_for: Callable[[int], Callable], z: np.ndarray, labels: np.ndarray, batch: int = 64) -> np.ndarray:
-    """uint8 NHWC images for all z, ``batch`` at a time."""
+    """uint8 NHWC images for all inputs (z and labels; a translator's images and edits), ``batch`` at a time."""
     run = run_for(batch)
     parts = []
     for start in range(0, len(z), batch):
@@ -157,20 +113,47 @@ def pixel_quality(images: np.ndarray, reference: np.ndarray) -> dict[str, float]
             "identical_images": int((np.abs(diff).reshape(len(diff), -1).max(1) == 0).sum())}
 
 
-def time_variant(run_for: Callable[[int], Callable], z_dim: int, num_classes: int, batches: list[int], repeats: int,
-                 min_seconds: float = 2.0) -> dict[str, Any]:
+def time_variant(run_for: Callable[[int], Callable], inputs_for: Callable[[int], tuple[np.ndarray, np.ndarray]],
+                 batches: list[int], repeats: int, min_seconds: float = 2.0) -> dict[str, Any]:
+    """Timings at every batch size, on the fixed inputs ``inputs_for(batch)`` gives."""
     timings = {}
     for batch in batches:
-        z = sample_z(rng(QUALITY_SEED, BENCH_STREAM, batch), batch, z_dim)
-        labels = balanced_labels(0, batch, range(num_classes))
+        first, second = inputs_for(batch)
         run = run_for(batch)
-        timing = time_fn(lambda: run(z, labels), warmup=5, repeats=repeats, min_seconds=min_seconds)
+        timing = time_fn(lambda: run(first, second), warmup=5, repeats=repeats, min_seconds=min_seconds)
         timing["images_per_s"] = batch / timing["median_ms"] * 1e3
         timing["cpu_s_per_image"] = timing["cpu_s_per_call"] / batch
         joules = timing["joules_per_call"]
         timing["joules_per_image"] = joules / batch if isinstance(joules, float) else joules
         timings[str(batch)] = timing
     return timings
+
+
+def bench_inputs(model: Any, facts: dict[str, Any], calib_data: str | None) -> tuple[Callable, Callable]:
+    """(timing inputs for a batch size, quality inputs for n samples) of either kind of model."""
+    if facts["kind"] == GENERATOR:
+        def timing(batch: int) -> tuple[np.ndarray, np.ndarray]:
+            return (sample_z(rng(QUALITY_SEED, BENCH_STREAM, batch), batch, model.z_dim),
+                    balanced_labels(0, batch, range(model.num_classes)))
+
+        def quality(n: int) -> tuple[np.ndarray, np.ndarray]:
+            # the inputs the model is used with: its own z distribution and classes
+            return (model_z_distribution(model).sample(rng(QUALITY_SEED), n, model.z_dim),
+                    balanced_labels(0, n, model_classes(model)))
+
+        return timing, quality
+    from distilgan.deploy.translator_inputs import translator_inputs
+
+    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+        # pair sources when given (fewer than n if the set is small), else synthetic images
+        return translator_inputs(facts, n, QUALITY_SEED, calib_data).arrays()
+
+    def timing_images(batch: int) -> tuple[np.ndarray, np.ndarray]:
+        first, second = images(batch)
+        rows = np.arange(batch) % len(first)  # exactly one batch, repeating a small pair set
+        return first[rows], second[rows]
+
+    return timing_images, images
 
 
 def variant_size(path: Path | None, checkpoint: Path | None) -> int:
@@ -245,22 +228,29 @@ def run_bench(
     workdir: str | None = None,
     fid_for: list[str] | None = None,
     min_seconds: float = 2.0,
+    calib_data: str | None = None,
 ) -> dict[str, Any]:
     """Export every (backend, precision), time it, measure quality against the FP32 student.
 
     ``fid_for``: names of the variants (as in the table) that get an FID (each costs ``fid_samples`` Inception
     passes, ~20 minutes per 10,000 on this 2-core CPU); empty means all.
+    ``calib_data``: a translator's pair set: its sources calibrate the int8 variants and feed the timing
+    and quality comparisons.
     """
     import torch
 
-    from distilgan.deploy.export import export_model, generator_facts, load_generator
+    from distilgan.deploy.export import check_calib_data, export_model, load_exportable, model_facts
     from distilgan.deploy.runtime import read_export_info
     from distilgan.models import resolve_checkpoint
     from distilgan.utils.hashing import sha256_tree
 
     folder = resolve_checkpoint(checkpoint)
-    model = load_generator(folder)
-    facts = generator_facts(model)
+    model = load_exportable(folder)
+    facts = model_facts(model)
+    # before any export: int8 of a translator needs a pair set, a generator takes none
+    int8 = ("int8" in precisions or ablation) and any(b != "torch" for b in backends)  # ablation adds int8 variants
+    check_calib_data(facts["kind"], int8, calib_data, bench=True)
+    timing_inputs, quality_inputs = bench_inputs(model, facts, calib_data)
     torch.set_num_threads(threads)
     result: dict[str, Any] = {"checkpoint": str(folder), "fingerprint": sha256_tree(folder), "threads": threads,
                               "batches": batches, "repeats": repeats, "min_seconds": min_seconds, "load_avg_before": load_avg(),
@@ -272,6 +262,9 @@ def run_bench(
     if ablation and "openvino" in backends:
         plan += [("openvino", "int8", True, False), ("openvino", "int8", False, True), ("openvino", "int8", True, True)]
     extras = [read_export_info(path_text) for path_text in extra or []]
+    for path, info in extras:
+        if info["kind"] != facts["kind"]:
+            raise UserError(f"--extra {path} is an exported {info['kind']}, but --checkpoint is a {facts['kind']} (give exports of this model)")
     # Check --fid-variants against the names the table will have before any export (minutes of work).
     names = planned_names(backends, precisions, plan, ablation, extras)
     unknown = sorted(set(fid_for or []) - set(names))
@@ -292,7 +285,7 @@ def run_bench(
         suffix = ("-keep-first" if first else "") + ("-keep-last" if last else "")
         path = root / f"{backend}-{precision}{suffix}"
         export_model(model, path, fmt=fmt, precision=precision, calibration_size=calibration_size,
-                     keep_first=first, keep_last=last)
+                     keep_first=first, keep_last=last, calib_data=calib_data if precision == "int8" else None)
         variants.append((f"{backend} {precision}{suffix}", export_runner(path, threads), path, facts))
         if ablation and backend == "openvino" and not suffix and precision in ("fp32", "int8"):
             variants.append((f"openvino {precision} bf16-compute", export_runner(path, threads, "bf16"), path, facts))
@@ -308,21 +301,27 @@ def run_bench(
         rows.append({"name": name, "path": str(path) if path else None, "load_avg": load_avg(),
                      "params": info["params"], "macs_per_image": info["macs_per_image"],
                      "size_bytes": variant_size(path, folder),
-                     "timing": time_variant(run_for, model.z_dim, model.num_classes, batches, repeats, min_seconds)})
+                     "timing": time_variant(run_for, timing_inputs, batches, repeats, min_seconds)})
     if peak:
+        from distilgan.deploy.peak import peak_rates
+
         result["peak"] = peak_rates(threads)
 
-    n_quality = max(quality_samples, fid_samples)
-    # quality on the inputs the model is used with: its own z distribution and classes
-    z = model_z_distribution(model).sample(rng(QUALITY_SEED), n_quality, model.z_dim)
-    labels = balanced_labels(0, n_quality, model_classes(model))
+    # a translator's pair set may hold fewer images than asked for: then all of them
+    z, labels = quality_inputs(max(quality_samples, fid_samples))
+    n_quality = len(z)
+    quality_samples, fid_samples = min(quality_samples, n_quality), min(fid_samples, n_quality)
     reference = generate_all(torch_runner(model, threads), z, labels)
     ref_features = None
     if network is not None:
         ref_features = fid_features(reference[:fid_samples], network)
-        result["fid_protocol"] = {"network": network.describe(), "samples": fid_samples, "seed": QUALITY_SEED,
-                                  "labels": "balanced", "z_distribution": model_z_distribution(model).to_dict(),
-                                  "reference": "FP32 PyTorch student, same z and labels"}
+        if facts["kind"] == GENERATOR:
+            inputs = {"labels": "balanced", "z_distribution": model_z_distribution(model).to_dict(),
+                      "reference": "FP32 PyTorch student, same z and labels"}
+        else:
+            inputs = {"inputs": "pair-set sources" if calib_data else "synthetic images",
+                      "reference": "FP32 PyTorch translator, same images and edits"}
+        result["fid_protocol"] = {"network": network.describe(), "samples": fid_samples, "seed": QUALITY_SEED, **inputs}
     for row, (name, run_for, _, _) in zip(rows, variants):
         print(f"bench: quality {name}", flush=True)
         images = generate_all(run_for, z, labels)

@@ -1,4 +1,5 @@
-"""INT8 post-training quantisation, calibrated on the generator's own inputs (no dataset needed).
+"""INT8 post-training quantisation: a generator calibrated on its own inputs (no dataset needed), an
+image translator on the source images of a pair set (translator_inputs.py).
 
 A generator's input distribution is known exactly: the z distribution it was trained on (its
 config.json's ``z_distribution``; N(0, I) unless the distillation set was truncated) and its
@@ -9,10 +10,12 @@ classes, then runs:
 * OpenVINO: ``nncf.quantize`` on the OpenVINO model (weights int8 symmetric per output channel,
   activations int8 per tensor; preset "performance" = symmetric activations, "mixed" = asymmetric);
 * ONNX Runtime: ``quantize_static`` in QDQ format, per-channel int8 weights, through a
-  ``CalibrationDataReader`` over the same z/labels.
+  ``CalibrationDataReader`` over the same feeds.
 
-``keep_first`` / ``keep_last`` leave the first layer (the z projection) and/or the last one (the
-to-RGB conv) in floating point via NNCF's IgnoredScope or ORT's nodes_to_exclude.
+Both take the calibration feeds (dicts keyed by the graph's input names) and a record of where they
+came from, so the same code quantises any exported kind. ``keep_first`` / ``keep_last`` leave the
+first layer (the z projection; a translator's stem conv) and/or the last one (the to-RGB conv) in
+floating point via NNCF's IgnoredScope or ORT's nodes_to_exclude.
 """
 
 from __future__ import annotations
@@ -51,13 +54,16 @@ def calibration_batches(z_dim: int, num_classes: int, size: int, seed: int = 0, 
     return [{"z": z[i : i + batch], "labels": labels[i : i + batch]} for i in range(0, count, batch)]
 
 
-def _calibration_record(samples: int, seed: int, z_distribution: ZDistribution | None,
-                        classes: Sequence[int] | None) -> dict[str, Any]:
+def generator_calibration(z_dim: int, num_classes: int, size: int, seed: int = 0, batch: int = 1,
+                          z_distribution: ZDistribution | None = None,
+                          classes: Sequence[int] | None = None) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
+    """(feeds, record) of a generator's calibration: :func:`calibration_batches` and what they were."""
+    feeds = calibration_batches(z_dim, num_classes, size, seed, batch, z_distribution, classes)
     distribution = z_distribution or ZDistribution()
     shown = "N(0, I)" if distribution.kind == "normal" else distribution.describe()
-    return {"samples": samples, "z": f"{shown}, noise.rng({seed}, {CALIBRATION_STREAM})",
-            "z_distribution": distribution.to_dict(),
-            "labels": "balanced" if classes is None else f"balanced over classes {list(classes)}"}
+    return feeds, {"samples": len(feeds) * batch, "z": f"{shown}, noise.rng({seed}, {CALIBRATION_STREAM})",
+                   "z_distribution": distribution.to_dict(),
+                   "labels": "balanced" if classes is None else f"balanced over classes {list(classes)}"}
 
 
 def _ends(names: list[str], keep_first: bool, keep_last: bool) -> list[str]:
@@ -76,23 +82,17 @@ def openvino_layer_names(model: Any) -> list[str]:
 
 def quantize_openvino(
     model: Any,
-    z_dim: int,
-    num_classes: int,
-    size: int = 512,
-    seed: int = 0,
-    batch: int = 1,
+    feeds: list[dict[str, np.ndarray]],
+    calibration: dict[str, Any],
     keep_first: bool = False,
     keep_last: bool = False,
     preset: str = "performance",
-    z_distribution: ZDistribution | None = None,
-    classes: Sequence[int] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """An ov.Model -> (INT8 ov.Model, what was done) with NNCF post-training quantisation."""
     nncf = require("nncf", "INT8 quantisation for OpenVINO")
     nncf.set_log_level(logging.WARNING)  # its INFO lines would bury the command's own output
     if preset not in PRESETS:
         raise UserError(f"unknown quantisation preset '{preset}' (use one of: {', '.join(PRESETS)})")
-    feeds = calibration_batches(z_dim, num_classes, size, seed, batch, z_distribution, classes)
     kept = _ends(openvino_layer_names(model), keep_first, keep_last)
     options: dict[str, Any] = {}
     if kept:
@@ -109,14 +109,14 @@ def quantize_openvino(
         "preset": preset,
         "weights": "int8 symmetric per output channel",
         "activations": "int8 per tensor, " + ("symmetric" if preset == "performance" else "asymmetric"),
-        "calibration": _calibration_record(len(feeds) * batch, seed, z_distribution, classes),
+        "calibration": calibration,
         "kept_in_float": kept,
     }
     return quantized, info
 
 
-class _ZLabelReader:
-    """onnxruntime CalibrationDataReader over precomputed z/labels feeds."""
+class _FeedReader:
+    """onnxruntime CalibrationDataReader over precomputed feeds."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
         self.feeds = feeds
@@ -139,15 +139,10 @@ def onnx_layer_names(path: str | Path) -> list[str]:
 def quantize_onnx(
     src: str | Path,
     dst: str | Path,
-    z_dim: int,
-    num_classes: int,
-    size: int = 512,
-    seed: int = 0,
-    batch: int = 1,
+    feeds: list[dict[str, np.ndarray]],
+    calibration: dict[str, Any],
     keep_first: bool = False,
     keep_last: bool = False,
-    z_distribution: ZDistribution | None = None,
-    classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """FP32 ONNX file -> INT8 QDQ ONNX file with onnxruntime static quantisation."""
     need("onnxruntime")
@@ -158,8 +153,7 @@ def quantize_onnx(
         quantize_static,
     )
 
-    feeds = calibration_batches(z_dim, num_classes, size, seed, batch, z_distribution, classes)
-    reader = type("Reader", (_ZLabelReader, CalibrationDataReader), {})(feeds)
+    reader = type("Reader", (_FeedReader, CalibrationDataReader), {})(feeds)
     kept = _ends(onnx_layer_names(src), keep_first, keep_last)
     quantize_static(
         str(src), str(dst), reader,
@@ -176,6 +170,6 @@ def quantize_onnx(
         "method": f"onnxruntime {onnxruntime.__version__} quantize_static, QDQ",
         "weights": "int8 symmetric per output channel",
         "activations": "int8 per tensor, symmetric, min-max calibration",
-        "calibration": _calibration_record(len(feeds) * batch, seed, z_distribution, classes),
+        "calibration": calibration,
         "kept_in_float": kept,
     }

@@ -62,13 +62,24 @@ def _layer_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: tor
 
 
 def example_inputs(model: nn.Module, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Inputs of the right shape for a generator (z, labels) or a discriminator (images, labels)."""
+    """Inputs of the right shape for the model's forward: a generator (z, labels), an image
+    translator (images, edits), a pair critic (inputs, outputs, edits), a classifier (images), a
+    latent encoder or a class-conditional discriminator (images, labels)."""
+    # imported here, not at the top: the model modules stay free to use macs without an import cycle
+    from distilgan.models.classifiers.base import Classifier
+    from distilgan.models.encoder import LatentEncoder
+    from distilgan.models.translator import PatchDiscriminator
+
     device = next(model.parameters()).device
-    labels = torch.zeros(batch, dtype=torch.long, device=device)
-    if hasattr(model, "z_dim"):
+    labels = torch.zeros(batch, dtype=torch.long, device=device)  # label, edit: index 0 fits every model
+    if hasattr(model, "z_dim") and not isinstance(model, LatentEncoder):  # the encoder maps *into* z
         return torch.zeros(batch, model.z_dim, device=device), labels
-    shape = (batch, model.channels, model.resolution, model.resolution)
-    return torch.zeros(shape, device=device), labels
+    images = torch.zeros(batch, model.channels, model.resolution, model.resolution, device=device)
+    if isinstance(model, PatchDiscriminator):  # judges an (input, output) pair
+        return images, images, labels
+    if isinstance(model, Classifier):
+        return (images,)
+    return images, labels
 
 
 def count_macs(model: nn.Module, *inputs: torch.Tensor) -> ModelCount:

@@ -18,8 +18,9 @@ Per edit (source -> target) and method, on the first ``--n`` CIFAR-10 *test* ima
 * FID of the edited images against the real test images of the target class (Inception pool
   features, n vs 1,000: a small-sample FID, comparable between the rows of one table only);
 * content kept: mean cosine similarity of Inception features of input and edited image, and PSNR;
-* seconds per image: the method's own record (``invert.json``) for the optimisation paths; for the
-  student, torch fp32 on one thread, batch 1 (median) and batch 64 (per image), measured here.
+* seconds per image: the method's own record (``invert.json``) for the optimisation paths; for a
+  student (a torch checkpoint, or an ONNX/OpenVINO export such as INT8), on ``--threads`` threads, uint8
+  in and out as ``translate`` runs it, batch 1 (median of 50) and batch 64 (per image), measured here.
 
 "input (no edit)" is the floor: the unedited images scored the same way. Targets (issue 18): the
 student >= 100x faster than the optimisation, flip rate within 10 points of it, FID <= 1.2x its.
@@ -75,34 +76,32 @@ def read_method(folder: Path, target: str, n: int) -> tuple[np.ndarray, float | 
     return images, record.get("seconds_per_image")
 
 
-def student_outputs(checkpoint: str, images: np.ndarray, edit_name: str) -> tuple[np.ndarray, float, float]:
-    """(outputs, seconds per image at batch 1 (median of 50), at batch 64) of a translator, torch fp32."""
-    import torch
+def student_outputs(checkpoint: str, images: np.ndarray, edit_name: str, threads: int) -> tuple[np.ndarray, float, float]:
+    """(outputs, seconds per image at batch 1 (median of 50), at batch 64) of a translator, uint8 in and
+    out: a torch checkpoint (fp32) or an export (ONNX Runtime / OpenVINO, e.g. INT8), as `translate` runs it."""
+    from distilgan.commands.translate import exported_backend, torch_backend
+    from distilgan.deploy.runtime import is_export
 
-    from distilgan.pipeline import ImageTranslator
-
-    translator = ImageTranslator.from_pretrained(checkpoint)
-    outputs = translator.translate(images, edit=edit_name, output="np")
-    model, edit = translator.model, translator.model.edit_index(edit_name)
-    x = torch.from_numpy(images[:64].astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2).contiguous()
-    e = torch.full((len(x),), edit, dtype=torch.long)
-    with torch.inference_mode():
-        for _ in range(5):
-            model(x[:1], e[:1])
-        single = []
-        for _ in range(50):
-            began = time.perf_counter()
-            model(x[:1], e[:1])
-            single.append(time.perf_counter() - began)
+    backend = (exported_backend(checkpoint, edit_name, threads) if is_export(checkpoint)
+               else torch_backend(checkpoint, "cpu", edit_name))
+    outputs = np.concatenate([backend.run(images[s:s + 64]) for s in range(0, len(images), 64)])
+    batch64 = np.resize(images, (64,) + images.shape[1:])  # 64 images even when fewer are given
+    for _ in range(5):
+        backend.run(images[:1])
+    single = []
+    for _ in range(50):
         began = time.perf_counter()
-        for _ in range(5):
-            model(x, e)
-        batch = (time.perf_counter() - began) / (5 * len(x))
-    return outputs, float(np.median(single)), float(batch)
+        backend.run(images[:1])
+        single.append(time.perf_counter() - began)
+    backend.run(batch64)
+    began = time.perf_counter()
+    for _ in range(5):
+        backend.run(batch64)
+    return outputs, float(np.median(single)), float((time.perf_counter() - began) / (5 * 64))
 
 
 def scores(network: Any, judge: Any, inputs_features: np.ndarray, inputs: np.ndarray, edited: np.ndarray,
-           target: int, target_features: np.ndarray) -> dict[str, float]:
+           target: int, target_features: np.ndarray) -> dict[str, float | None]:
     from distilgan.metrics.class_agreement import judge_probs
     from distilgan.metrics.fid import fid_between_features
     from distilgan.metrics.network import extract
@@ -112,7 +111,7 @@ def scores(network: Any, judge: Any, inputs_features: np.ndarray, inputs: np.nda
     a = inputs_features[: len(features)]
     cosine = float(np.mean(np.sum(a * features, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(features, axis=1))))
     mse = np.mean((inputs[: len(edited)].astype(np.float64) - edited.astype(np.float64)) ** 2, axis=(1, 2, 3))
-    psnr = float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+    psnr = float(np.mean(10 * np.log10(255.0**2 / mse))) if (mse > 0).all() else None  # None: unchanged images
     return {"n": int(len(edited)), "flip": flip, "fid_target": fid_between_features(features, target_features),
             "content_cosine": cosine, "psnr_to_input": psnr}
 
@@ -123,7 +122,8 @@ def main() -> int:
     parser.add_argument("--edit", action="append", required=True, metavar="SOURCE:TARGET")
     parser.add_argument("--n", type=int, default=1000, help="source-class test images per edit (default 1000)")
     parser.add_argument("--export-inputs", metavar="DIR", help="write each source class's test images to DIR/<class>/ and stop")
-    parser.add_argument("--student", action="append", default=[], metavar="LABEL=CHECKPOINT")
+    parser.add_argument("--student", action="append", default=[], metavar="LABEL=CHECKPOINT",
+                        help="a translator checkpoint, or an export of one (ONNX/OpenVINO, e.g. INT8)")
     parser.add_argument("--method", action="append", default=[], metavar="LABEL=DIR",
                         help="an `invert` output folder; {source} and {target} are replaced by the edit's classes")
     parser.add_argument("--judge", default="cifar10-resnet56", help="classifier judging the flip rate")
@@ -164,7 +164,7 @@ def main() -> int:
             rows.append({**common, "method": label, "seconds_per_image": seconds,
                          **scores(network, judge, inputs_features, inputs, edited, edit["target"], target_features)})
         for label, checkpoint in map(lambda s: labelled(s, "--student"), args.student):
-            edited, single, batch = student_outputs(checkpoint, inputs, edit["name"])
+            edited, single, batch = student_outputs(checkpoint, inputs, edit["name"], args.threads)
             rows.append({**common, "method": f"student {label}", "seconds_per_image": batch, "latency_b1_s": single,
                          **scores(network, judge, inputs_features, inputs, edited, edit["target"], target_features)})
     print(f"\n| edit | method | n | flip rate | FID vs real target | content cos | PSNR to input | s / image |")
@@ -172,7 +172,8 @@ def main() -> int:
     for r in rows:
         seconds = "-" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.4g}"
         print(f"| {r['edit']} | {r['method']} | {r['n']} | {100 * r['flip']:.1f} % | {r['fid_target']:.1f} | "
-              f"{r['content_cosine']:.3f} | {r['psnr_to_input']:.2f} | {seconds} |")
+              f"{r['content_cosine']:.3f} | {'-' if r['psnr_to_input'] is None else format(r['psnr_to_input'], '.2f')} | "
+              f"{seconds} |")
     result = {"protocol": {"images": f"first {args.n} CIFAR-10 test images of each source class", "judge": judge_name,
                            "fid": "Inception pool features, edited vs all real test images of the target class",
                            "network": network.describe(), "threads": args.threads},

@@ -122,6 +122,15 @@ def test_invert_cli_writes_edits_and_resumes(teacher_file, teacher_images, tmp_p
     np.testing.assert_array_equal(np.load(out / "latents.npz")["z"], latents["z"])
     code, _, err = cli(*[a if a != "20" else "30" for a in args])
     assert code == 2 and "another inversion" in err and len(err.strip().splitlines()) == 1
+    # killed before the end (no invert.json yet): the settings written before the first chunk still guard it
+    (out / "invert.json").unlink()
+    code, _, err = cli(*[a if a != "4" else "2" for a in args])  # another --batch-size would misplace z's
+    assert code == 2 and "another batch size" in err, err
+    chunk = out / "chunks" / "chunk-00000.npz"
+    chunk.write_bytes(b"not a zip")  # a damaged chunk is inverted again, not trusted
+    code, text, err = cli(*args)
+    assert code == 0 and "(4 now, 2 resumed)" in text and "unreadable" in text, err
+    np.testing.assert_array_equal(np.load(out / "latents.npz")["z"], latents["z"])
 
 
 def test_invert_bad_input_is_one_line(teacher_file, teacher_images, tmp_path, cli) -> None:
@@ -130,6 +139,7 @@ def test_invert_bad_input_is_one_line(teacher_file, teacher_images, tmp_path, cl
     make_onnx_teacher(onnx, z_dim=Z_DIM, num_classes=CLASSES, resolution=RES)
     cases = [
         (["--teacher", f"onnx:{onnx}", "--label", "1"], "gives no gradients"),
+        (["--teacher", f"torchscript:{teacher_file}", "--label", "1", "--output-range", "0", "0.5"], "outside its declared range"),
         (["--teacher", f"torchscript:{teacher_file}", "--label", "1", "--steps", "0"], "needs an --encoder"),
         (["--teacher", f"torchscript:{teacher_file}", "--label", "7"], "7"),
         (["--teacher", f"torchscript:{teacher_file}", "--label", "1", "--encoder", tmp_path], "config.json"),
@@ -137,3 +147,4 @@ def test_invert_bad_input_is_one_line(teacher_file, teacher_images, tmp_path, cl
     for extra, message in cases:
         code, _, err = cli("invert", "--in", folder, "--out", tmp_path / "x", "--feature-net", "none", "--quiet", *extra)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (tmp_path / "x").exists()  # refused before any folder was made

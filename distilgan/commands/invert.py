@@ -7,9 +7,11 @@ by Adam from the encoder's z (``--encoder``, from ``distilgan train-encoder``) o
 starts; then DIR/recon/<name>.png = T(z*, y) and DIR/<to>/<name>.png = T(z*, to) for each --to.
 ``--steps 0 --encoder ENC`` is the encoder's one-pass inversion alone (any teacher, ONNX included).
 
-Work is done in chunks of --batch-size images, each saved atomically (DIR/chunks/), so a killed run
-continues where it stopped with the same command; DIR/invert.json records the settings (a rerun
-with others is refused), the seconds per image and the mean loss.
+Work is done in chunks of --batch-size images, each saved atomically with its images' names
+(DIR/chunks/), so a killed run continues where it stopped with the same command; the settings are
+written before the first chunk (DIR/chunks/settings.json) and a rerun with others is refused.
+DIR/invert.json records them, the seconds per image (with the threads each chunk ran on) and the
+mean loss.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from distilgan.utils import argtypes
 
 RECORD = "invert.json"
 CHUNKS = "chunks"
+SETTINGS = "settings.json"  # in CHUNKS: written before the first chunk, checked by every rerun
 DEFAULT_FEATURE_NET = "cifar10-vgg11_bn_x0_25"
 
 
@@ -58,58 +62,107 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--limit", type=argtypes.positive_int, help="only the first N images")
     parser.add_argument("--resize", action="store_true", help="resize images of another size to the teacher's")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--output-range", type=argtypes.finite_float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="range of the teacher's raw output, mapped to [-1, 1] (default -1 1; as given to sample)")
+    parser.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="adapter option, repeatable (as for sample)")
     parser.set_defaults(func=run)
 
 
-def _settings(args: argparse.Namespace, teacher: Any, label: int, targets: list[int], names: list[str],
-              encoder_dir: str | None) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, teacher: Any, label: int, names: list[str]) -> dict[str, Any]:
+    """Everything that decides the z of a chunk (``--to`` only redraws, so it may change on a rerun)."""
     from distilgan.edit.invert import InversionSettings
     from distilgan.utils.hashing import sha256_tree
 
     settings = InversionSettings(args.steps, args.lr, args.feature_weight, args.prior_weight, args.starts)
     settings.check()
-    return {"teacher": teacher.spec, "teacher_fingerprint": teacher.fingerprint(), "label": label, "to": targets,
-            "inversion": settings.to_dict(), "feature_net": None if args.feature_net == "none" else args.feature_net,
-            "encoder": encoder_dir, "encoder_sha256": sha256_tree(Path(encoder_dir)) if encoder_dir else None,
-            "batch_size": args.batch_size, "seed": args.seed, "images": names}
+    inversion = settings.to_dict()
+    if args.encoder:
+        inversion.pop("starts")  # unused from an encoder's start
+    return {"teacher": teacher.spec, "teacher_fingerprint": teacher.fingerprint(),
+            "output_range": list(teacher.output_range), "label": label, "inversion": inversion,
+            "feature_net": None if args.feature_net == "none" else args.feature_net,
+            "encoder_sha256": sha256_tree(Path(args.encoder)) if args.encoder else None,
+            "batch_size": args.batch_size, "seed": args.seed, "device": str(args.device), "images": names}
 
 
-def _check_resume(out: Path, settings: dict[str, Any]) -> None:
-    path = out / RECORD
-    if not path.is_file():
+def _check_settings(chunk_dir: Path, settings: dict[str, Any]) -> None:
+    """Write the settings before the first chunk; refuse a rerun whose settings differ from them."""
+    from distilgan.utils.atomic import atomic_write_json
+
+    path = chunk_dir / SETTINGS
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UserError(f"{path} is unreadable (delete {chunk_dir.parent} or choose another --out)") from None
+        for key, value in settings.items():
+            if json.loads(json.dumps(old.get(key))) != json.loads(json.dumps(value)):
+                raise UserError(f"{chunk_dir.parent} holds an inversion made with another {key.replace('_', ' ')} "
+                                "(choose another --out, or delete it)")
         return
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, settings)
+
+
+def _read_chunk(path: Path, names: list[str]) -> dict[str, Any] | None:
+    """A finished chunk's arrays, or None (absent, unreadable, or of other images: it is redone)."""
+    if not path.is_file():
+        return None
     try:
-        old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
-    except (OSError, ValueError):
-        raise UserError(f"{path} is unreadable (delete {out} or choose another --out)") from None
-    for key, value in settings.items():
-        if key in ("to",):  # redrawing other classes reuses the same z
-            continue
-        if json.loads(json.dumps(old.get(key))) != json.loads(json.dumps(value)):
-            raise UserError(f"{out} holds an inversion made with another {key} (choose another --out, or delete it)")
+        with np.load(path, allow_pickle=False) as data:
+            chunk = {key: data[key].copy() for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        print(f"invert: {path.name} is unreadable; inverting its images again")
+        return None
+    if list(chunk.get("names", [])) != names or len(chunk.get("z", [])) != len(names):
+        print(f"invert: {path.name} holds other images; inverting its images again")
+        return None
+    return chunk
+
+
+def _probe_gradients(teacher: Any, label: int) -> None:
+    """Fail in one line, before any folder is made, when z cannot be optimised through this teacher."""
+    import torch
+
+    z = torch.zeros(1, teacher.z_dim, requires_grad=True)
+    try:
+        out = teacher.torch_generate(z, torch.tensor([label]))
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's callable may fail in any way
+        raise UserError(f"teacher {teacher.spec} failed on a gradient probe ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); use --steps 0 with an --encoder") from None
+    if not getattr(out, "requires_grad", False):
+        raise UserError(f"teacher {teacher.spec} returns images without gradients (it runs under no_grad or "
+                        "inference_mode): use --steps 0 with an --encoder, or give a differentiable teacher")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from distilgan.commands.sample import parse_teacher_options
     from distilgan.data.image_inputs import check_inputs, collect_inputs, decode_item, unique_names
     from distilgan.edit.invert import InversionSettings, PerceptualDistance, invert
     from distilgan.teachers import load_teacher
     from distilgan.utils.atomic import atomic_path, atomic_write_json
-    from distilgan.utils.images import float_to_uint8, nchw_to_nhwc, save_png, uint8_to_float, nhwc_to_nchw
+    from distilgan.utils.images import float_to_uint8, nchw_to_nhwc, nhwc_to_nchw, save_png, uint8_to_float
     from distilgan.utils.labels import resolve_labels
-    from distilgan.utils.progress import progress_bar
-
     from distilgan.utils.paths import check_output_dir
+    from distilgan.utils.progress import note, progress_bar
 
     out = Path(args.out)
     check_output_dir(out, "--out")  # before the slow loads: a bad place fails first
-    teacher = load_teacher(args.teacher, device=args.device)
+    if args.steps == 0 and not args.encoder:
+        raise UserError("--steps 0 needs an --encoder (there would be nothing to invert with)")
+    teacher = load_teacher(args.teacher, device=args.device, **parse_teacher_options(args.teacher_option),
+                           output_range=tuple(args.output_range) if args.output_range else None)
     label = int(resolve_labels([args.label], teacher.class_names, teacher.num_classes, owner="the teacher's")[0])
     targets = [int(t) for t in resolve_labels(args.to, teacher.class_names, teacher.num_classes,
                                               owner="the teacher's")] if args.to else []
-    if args.steps == 0 and not args.encoder:
-        raise UserError("--steps 0 needs an --encoder (there would be nothing to invert with)")
+    teacher.generate(np.zeros((2, teacher.z_dim), np.float32), np.full(2, label, np.int64))  # range, shape: one line
+    if args.steps > 0:
+        _probe_gradients(teacher, label)
     items, _ = collect_inputs(args.inputs, out)
     items = items[: args.limit] if args.limit else items
     check_inputs(items, teacher.resolution, teacher.channels, args.resize, model="the teacher")
@@ -123,61 +176,60 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(encoder, LatentEncoder) or encoder.z_dim != teacher.z_dim or encoder.num_classes != teacher.num_classes:
             raise UserError(f"--encoder {args.encoder} is not a latent encoder of this teacher's z ({teacher.z_dim}) "
                             f"and classes ({teacher.num_classes}) (train one with distilgan train-encoder)")
+        trained_on = encoder.config.get("teacher_fingerprint")
+        if trained_on and trained_on != teacher.fingerprint():
+            note(f"--encoder {args.encoder} was trained on another teacher's samples (fingerprint {trained_on[:12]}...): "
+                 "its z is only a start")
     distance = None
     if args.feature_net != "none" and args.steps > 0 and args.feature_weight > 0:
         from distilgan.metrics.class_agreement import load_judge
 
         distance = PerceptualDistance(load_judge(args.feature_net, device=args.device)[0])
-    settings = _settings(args, teacher, label, targets, names, args.encoder)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, settings)
-    inversion = InversionSettings(**settings["inversion"])
-    if args.steps > 0:
-        probe = torch.zeros(1, teacher.z_dim)
-        teacher.torch_generate(probe, torch.tensor([label]))  # a teacher with no gradients fails here, in one line
-
+    settings = _settings(args, teacher, label, names)
     chunk_dir = out / CHUNKS
-    chunk_dir.mkdir(exist_ok=True)
-    starts = list(range(0, len(items), args.batch_size))
+    _check_settings(chunk_dir, settings)
+    inversion = InversionSettings(**{"starts": args.starts, **settings["inversion"]})
+
+    chunks: list[dict[str, Any]] = []
     done = 0
     with progress_bar(total=len(items), desc="invert", unit="img") as bar:
-        for index, start in enumerate(starts):
+        for index, start in enumerate(range(0, len(items), args.batch_size)):
             path = chunk_dir / f"chunk-{index:05d}.npz"
-            chosen = items[start:start + args.batch_size]
-            if path.is_file():
-                bar.update(len(chosen))
-                continue
-            pixels = np.stack([decode_item(item, teacher.resolution, teacher.channels, args.resize) for item in chosen])
-            images = torch.from_numpy(uint8_to_float(nhwc_to_nchw(pixels)))
-            labels = torch.full((len(chosen),), label, dtype=torch.long)
-            began = time.perf_counter()
-            z, loss = invert(teacher, images, labels, inversion, seed=args.seed * 100003 + index, encoder=encoder,
-                             distance=distance)
-            seconds = time.perf_counter() - began
-            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, z=z, loss=loss, seconds=np.float64(seconds))
-            done += len(chosen)
+            chosen, chosen_names = items[start:start + args.batch_size], names[start:start + args.batch_size]
+            chunk = _read_chunk(path, chosen_names)
+            if chunk is None:
+                pixels = np.stack([decode_item(item, teacher.resolution, teacher.channels, args.resize) for item in chosen])
+                images = torch.from_numpy(uint8_to_float(nhwc_to_nchw(pixels)))
+                labels = torch.full((len(chosen),), label, dtype=torch.long)
+                began = time.perf_counter()
+                z, loss = invert(teacher, images, labels, inversion, seed=args.seed * 100003 + index, encoder=encoder,
+                                 distance=distance)
+                chunk = {"z": z, "loss": loss, "names": np.asarray(chosen_names), "seconds": np.float64(time.perf_counter() - began),
+                         "threads": np.int64(torch.get_num_threads())}
+                with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                    np.savez(handle, **chunk)
+                done += len(chosen)
+            chunks.append(chunk)
             bar.update(len(chosen))
 
-    latents = [np.load(chunk_dir / f"chunk-{i:05d}.npz") for i in range(len(starts))]
-    z_all = np.concatenate([c["z"] for c in latents])
-    loss_all = np.concatenate([c["loss"] for c in latents])
-    seconds = float(sum(float(c["seconds"]) for c in latents))
-    label_all = np.full(len(z_all), label, np.int64)
+    z_all = np.concatenate([c["z"] for c in chunks])
+    loss_all = np.concatenate([c["loss"] for c in chunks])
+    seconds = float(sum(float(c["seconds"]) for c in chunks))
+    threads = sorted({int(c.get("threads", -1)) for c in chunks})
     for folder, cls in [("recon", label)] + [(_class_folder(teacher, t), t) for t in targets]:
         drawn = nchw_to_nhwc(float_to_uint8(teacher.generate(z_all, np.full(len(z_all), cls, np.int64))))
-        for name, image in zip(names, drawn):
+        for name, image in zip(names, drawn, strict=True):
             save_png(image, out / folder / name)
     with atomic_path(out / "latents.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, z=z_all, labels=label_all, loss=loss_all, names=np.asarray(names))
+        np.savez(handle, z=z_all, labels=np.full(len(z_all), label, np.int64), loss=loss_all, names=np.asarray(names))
     per_image = seconds / max(1, len(z_all))
-    atomic_write_json(out / RECORD, {"settings": settings, "images": len(z_all), "seconds": round(seconds, 3),
-                                     "seconds_per_image": round(per_image, 4), "mean_loss": float(loss_all.mean()),
-                                     "threads": torch.get_num_threads()})
+    atomic_write_json(out / RECORD, {"settings": {**settings, "to": targets}, "images": len(z_all),
+                                     "seconds": round(seconds, 3), "seconds_per_image": round(per_image, 4),
+                                     "threads": threads, "device": str(args.device), "mean_loss": float(loss_all.mean())})
     redrawn = ", ".join(_class_folder(teacher, t) for t in targets) or "none"
     print(f"invert: {len(z_all)} images of {_class_folder(teacher, label)} ({done} now, {len(z_all) - done} resumed), "
-          f"{per_image:.3f} s per image ({args.steps} steps, {torch.get_num_threads()} threads), mean loss "
-          f"{loss_all.mean():.4f}; redrawn as {redrawn} in {out}")
+          f"{per_image:.3f} s per image ({args.steps} steps, {'/'.join(map(str, threads))} thread(s), {args.device}), "
+          f"mean loss {loss_all.mean():.4f}; redrawn as {redrawn} in {out}")
     return 0
 
 

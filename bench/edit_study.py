@@ -62,18 +62,24 @@ def export_inputs(dataset: Any, sources: list[tuple[int, str]], n: int, folder: 
 
     for label, name in sources:
         for i, image in enumerate(class_images(dataset, label, n)):
-            save_png(image, folder / name / f"test-{i:04d}.png")
+            save_png(image, folder / name / input_name(i))
         print(f"wrote {min(n, int((dataset.labels == label).sum()))} {name} test images to {folder / name}")
 
 
-def read_method(folder: Path, target: str, n: int) -> tuple[np.ndarray, float | None]:
-    """(edited uint8 images in input order, seconds per image from invert.json) of an `invert` folder."""
+def read_method(folder: Path, target: str, n: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(edited uint8 images in input order, invert.json) of an `invert` folder of the exported inputs."""
     from PIL import Image
 
     record = json.loads((folder / "invert.json").read_text())
     names = record["settings"]["images"][:n]
+    if names != [input_name(i) for i in range(len(names))]:
+        raise SystemExit(f"{folder} inverted other files than --export-inputs writes ({names[:2]} ...)")
     images = np.stack([np.asarray(Image.open(folder / target / name).convert("RGB")) for name in names])
-    return images, record.get("seconds_per_image")
+    return images, record
+
+
+def input_name(index: int) -> str:
+    return f"test-{index:04d}.png"
 
 
 def student_outputs(checkpoint: str, images: np.ndarray, edit_name: str, threads: int) -> tuple[np.ndarray, float, float]:
@@ -111,7 +117,8 @@ def scores(network: Any, judge: Any, inputs_features: np.ndarray, inputs: np.nda
     a = inputs_features[: len(features)]
     cosine = float(np.mean(np.sum(a * features, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(features, axis=1))))
     mse = np.mean((inputs[: len(edited)].astype(np.float64) - edited.astype(np.float64)) ** 2, axis=(1, 2, 3))
-    psnr = float(np.mean(10 * np.log10(255.0**2 / mse))) if (mse > 0).all() else None  # None: unchanged images
+    changed = mse > 0  # an unchanged image has no PSNR; None when no image changed (the floor row)
+    psnr = float(np.mean(10 * np.log10(255.0**2 / mse[changed]))) if changed.any() else None
     return {"n": int(len(edited)), "flip": flip, "fid_target": fid_between_features(features, target_features),
             "content_cosine": cosine, "psnr_to_input": psnr}
 
@@ -127,6 +134,7 @@ def main() -> int:
     parser.add_argument("--method", action="append", default=[], metavar="LABEL=DIR",
                         help="an `invert` output folder; {source} and {target} are replaced by the edit's classes")
     parser.add_argument("--judge", default="cifar10-resnet56", help="classifier judging the flip rate")
+    parser.add_argument("--baseline", default="invert", help="the --method the students are held against (default invert)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -149,32 +157,56 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for edit in edits:
         source, target = test.class_names[edit["source"]], test.class_names[edit["target"]]
-        inputs = class_images(test, edit["source"], args.n)
-        inputs_features = extract(network, inputs, progress=False)[0]
-        target_features = extract(network, class_images(test, edit["target"], 10**6), progress=False)[0]
-        common = {"edit": edit["name"], "source_images": int(len(inputs))}
-        rows.append({**common, "method": "input (no edit)", "seconds_per_image": 0.0,
-                     **scores(network, judge, inputs_features, inputs, inputs, edit["target"], target_features)})
+        methods = {}
         for label, pattern in map(lambda m: labelled(m, "--method"), args.method):
             folder = Path(pattern.format(source=source, target=target))
             if not (folder / "invert.json").is_file():
                 print(f"skip {label} for {edit['name']}: no {folder / 'invert.json'}")
                 continue
-            edited, seconds = read_method(folder, target, args.n)
-            rows.append({**common, "method": label, "seconds_per_image": seconds,
-                         **scores(network, judge, inputs_features, inputs, edited, edit["target"], target_features)})
+            methods[label] = read_method(folder, target, args.n)
+        # every row on the same images: as many as the method with the fewest has (small-sample FID is
+        # biased upwards, so rows of different sizes would not compare)
+        n = min([args.n] + [len(images) for images, _ in methods.values()])
+        inputs = class_images(test, edit["source"], n)
+        inputs_features = extract(network, inputs, progress=False)[0]
+        target_features = extract(network, class_images(test, edit["target"], 10**6), progress=False)[0]
+        common = {"edit": edit["name"], "source_images": int(len(inputs))}
+        rows.append({**common, "method": "input (no edit)", "seconds_per_image": 0.0,
+                     **scores(network, judge, inputs_features, inputs, inputs, edit["target"], target_features)})
+        for label, (edited, record) in methods.items():
+            rows.append({**common, "method": label, "seconds_per_image": record.get("seconds_per_image"),
+                         "threads": record.get("threads"), "steps": record["settings"]["inversion"]["steps"],
+                         **scores(network, judge, inputs_features, inputs, edited[:n], edit["target"], target_features)})
         for label, checkpoint in map(lambda s: labelled(s, "--student"), args.student):
             edited, single, batch = student_outputs(checkpoint, inputs, edit["name"], args.threads)
             rows.append({**common, "method": f"student {label}", "seconds_per_image": batch, "latency_b1_s": single,
+                         "threads": [args.threads],
                          **scores(network, judge, inputs_features, inputs, edited, edit["target"], target_features)})
-    print(f"\n| edit | method | n | flip rate | FID vs real target | content cos | PSNR to input | s / image |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+        baseline = next((r for r in rows if r["edit"] == edit["name"] and r["method"] == args.baseline), None)
+        for r in rows:
+            if baseline is not None and r["edit"] == edit["name"] and r["method"].startswith("student"):
+                r["vs_" + args.baseline] = {
+                    "speedup": baseline["seconds_per_image"] / r["seconds_per_image"],
+                    "flip_points": 100 * (r["flip"] - baseline["flip"]), "fid_ratio": r["fid_target"] / baseline["fid_target"]}
+                r["targets_met"] = bool(r["vs_" + args.baseline]["speedup"] >= SPEEDUP_TARGET
+                                        and r["vs_" + args.baseline]["flip_points"] >= -FLIP_POINTS
+                                        and r["vs_" + args.baseline]["fid_ratio"] <= FID_RATIO)
+    print(f"\n| edit | method | n | flip rate | FID vs real target | content cos | PSNR to input | s / image | "
+          f"vs {args.baseline}: speed-up, flip, FID ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         seconds = "-" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.4g}"
+        versus = r.get("vs_" + args.baseline)
+        against = ("-" if versus is None else f"{versus['speedup']:.0f}x, {versus['flip_points']:+.1f} pt, "
+                   f"{versus['fid_ratio']:.2f} ({'met' if r['targets_met'] else 'not met'})")
         print(f"| {r['edit']} | {r['method']} | {r['n']} | {100 * r['flip']:.1f} % | {r['fid_target']:.1f} | "
               f"{r['content_cosine']:.3f} | {'-' if r['psnr_to_input'] is None else format(r['psnr_to_input'], '.2f')} | "
-              f"{seconds} |")
-    result = {"protocol": {"images": f"first {args.n} CIFAR-10 test images of each source class", "judge": judge_name,
+              f"{seconds} | {against} |")
+    result = {"protocol": {"images": f"first {args.n} CIFAR-10 test images of each source class (fewer when a method "
+                                     "has fewer: every row of an edit on the same images)", "judge": judge_name,
+                           "psnr": "mean over images of each image's PSNR to its input",
+                           "targets": {"speedup": SPEEDUP_TARGET, "flip_points": -FLIP_POINTS, "fid_ratio": FID_RATIO,
+                                       "baseline": args.baseline},
                            "fid": "Inception pool features, edited vs all real test images of the target class",
                            "network": network.describe(), "threads": args.threads},
               "machine": machine_facts(), "rows": rows}

@@ -48,8 +48,8 @@ def test_split_holds_out_the_last_pairs_before_filtering(pair_set) -> None:
     assert unfiltered.description["train_pairs"] == 40 and not unfiltered.description["filtered"]
     # the held-out pairs do not depend on the run's filter: runs with and without it are judged alike
     np.testing.assert_array_equal(unfiltered.val_sources, split.val_sources)
-    none_kept = split_pairs(store, holdout=8, filtered=True, min_confidence=0.0)
-    assert none_kept.description["train_pairs"] == 40
+    all_kept = split_pairs(store, holdout=8, filtered=True, min_confidence=0.0)
+    assert all_kept.description["train_pairs"] == 40
 
 
 def test_pair_batches_are_a_function_of_seed_and_epoch(pair_set) -> None:
@@ -108,13 +108,38 @@ def test_distill_i2i_cli_trains_saves_and_resumes_exactly(pair_set, tmp_path, cl
     assert all(0 <= r["l1"] <= 2 and r["psnr"] > 0 for r in records)
     assert (straight / "best" / "model.safetensors").is_file() and list((straight / "grids").glob("*.png"))
 
-    code, _, err = cli("distill-i2i", "--data", pair_set, "--out", split_run, *TINY, "--max-steps", "3")
+    code, _, err = cli("distill-i2i", "--data", pair_set, "--out", split_run, *TINY, "--max-steps", "3",
+                       "--metrics", "l1", "psnr", "--metric-every", "3")
     assert code == 0, err
     code, _, err = cli("distill-i2i", "--out", split_run, "--resume", "--max-steps", "6", "--quiet")
     assert code == 0, err
     a, b = load_pretrained(straight / "generator"), load_pretrained(split_run / "generator")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
+    resumed = [json.loads(line) for line in (split_run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["l1"]) for r in resumed] == [(r["step"], r["l1"]) for r in records]
+
+
+def test_resume_mid_epoch_is_exact_and_refuses_another_set(pair_set, tmp_path, cli) -> None:
+    # unfiltered: 40 training pairs, 5 steps of 8 per epoch, so step 3 is mid-epoch
+    args = ["--data", pair_set, *TINY, "--no-filtered", "--max-steps", "7"]
+    code, _, err = cli("distill-i2i", "--out", tmp_path / "straight", *args)
+    assert code == 0, err
+    code, _, err = cli("distill-i2i", "--out", tmp_path / "split", *args[:-1], "3")
+    assert code == 0, err
+    assert json.loads((tmp_path / "split" / "generator" / "config.json").read_text())["metadata"]["epoch"] == 0
+    code, _, err = cli("distill-i2i", "--out", tmp_path / "split", "--resume", "--max-steps", "7", "--quiet")
+    assert code == 0, err
+    a, b = load_pretrained(tmp_path / "straight" / "generator"), load_pretrained(tmp_path / "split" / "generator")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    from distilgan.store.pairs import parse_edits
+
+    other = tmp_path / "other"
+    teacher = load_teacher("builtin:toy")
+    write_pairs(teacher, other, parse_edits(EDITS, teacher.class_names, 10), per_edit=24, seed=1, shard_size=16,
+                batch_size=16, filter_model=None, progress=False)
+    code, _, err = cli("distill-i2i", "--out", tmp_path / "split", "--resume", "--data", other, "--max-steps", "9", "--quiet")
+    assert code == 2 and "not the set this run started on" in err, err
 
 
 def test_unfiltered_run_trains_on_every_pair(pair_set, tmp_path, cli) -> None:
@@ -131,7 +156,8 @@ def test_unfiltered_run_trains_on_every_pair(pair_set, tmp_path, cli) -> None:
     (["--no-filtered", "--min-confidence", "0.5"], "--min-confidence"),
     (["--metrics", "fid"], "metric 'fid' does not exist inside this loop"),
     (["--metrics", "l1", "--metric-classifier", "x.th"], "add flip to --metrics"),
-    (["--min-confidence", "1.5"], "the filter keeps no training pairs"),
+    (["--min-confidence", "1.5"], "a softmax probability in [0, 1]"),
+    (["--min-confidence", "1.0"], "the filter keeps no training pairs"),
 ])
 def test_bad_settings_are_one_line(pair_set, tmp_path, cli, extra, message) -> None:
     code, _, err = cli("distill-i2i", "--data", pair_set, "--out", tmp_path / "run", *TINY, "--max-steps", "1", *extra)

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.train.i2i_data import PairBatches, PairInputs, split_pairs
     from distilgan.train.i2i_objective import I2IObjective
     from distilgan.train.loop_metrics import parse_metrics
-    from distilgan.train.run_options import resolve_command_run, train_to_the_end
+    from distilgan.train.run_options import check_same_data, resolve_command_run, train_to_the_end
     from distilgan.train.training_loop import Trainer
 
     config, run_dir, state = resolve_command_run(args, KIND)
@@ -69,7 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
     argtypes.refuse_unless(args, "--min-confidence", config.data.filtered,
                            "sets the filter's threshold, and --no-filtered trains on every pair")
+    if config.data.min_confidence is not None and not config.data.filtered:  # e.g. both in a --config file
+        raise UserError("min_confidence sets the filter's threshold, and filtered: false trains on every pair (drop one)")
+    if config.data.min_confidence is not None and config.data.min_confidence > 1:
+        raise UserError(f"--min-confidence is a softmax probability in [0, 1], got {config.data.min_confidence:g}")
     store = PairStore.open(config.data.data)
+    check_same_data(config, state, store.manifest)
     split = split_pairs(store, config.data.holdout, config.data.filtered, config.data.min_confidence)
     names = parse_metrics(config.loop.metrics, ("l1", "psnr", "flip"))
     if config.loop.metric_classifier and "flip" not in names:

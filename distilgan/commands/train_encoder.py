@@ -58,13 +58,14 @@ def run(args: argparse.Namespace) -> int:
     from distilgan.train.config import save_config
     from distilgan.train.distributed import setup_distributed, teardown_distributed
     from distilgan.train.encoder_objective import EncoderInputs, EncoderObjective
-    from distilgan.train.run_options import resolve_command_run, train_to_the_end
+    from distilgan.train.run_options import check_same_data, resolve_command_run, train_to_the_end
     from distilgan.train.training_loop import Trainer
 
     config, run_dir, state = resolve_command_run(args, KIND)
     if not config.data.data:
         raise UserError("no distillation set given (add --data STORE, made by distilgan sample)")
     store = DistillationStore.open(config.data.data)
+    check_same_data(config, state, store.manifest)
     dist = setup_distributed(config.loop.device)
     try:
         torch.manual_seed(config.loop.seed)

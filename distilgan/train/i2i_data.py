@@ -52,7 +52,7 @@ def split_pairs(store: Any, holdout: int, filtered: bool, min_confidence: float 
     total = len(arrays["edits"])
     if holdout >= total:
         raise UserError(f"--holdout {holdout} leaves no training pairs in a set of {total} (lower --holdout)")
-    has_scores = bool(np.isfinite(arrays["source_scores"]).all()) if total else False
+    has_scores = bool(store.filtered)
     if filtered and not has_scores:
         raise UserError(f"{store.manifest.get('out', 'the pair set')} was made with --no-filter: it has no scores to "
                         "filter by (add --no-filtered, or remake it with a --filter-model)")
@@ -133,7 +133,7 @@ class PairInputs:
         split = self.split
         if len(split.val_sources):
             sources, targets, edits = split.val_sources, split.val_targets, split.val_edits
-        else:
+        else:  # no held-out pairs (--holdout 0, or the filter kept none): the grid shows training pairs
             sources, targets, edits = split.train_sources, split.train_targets, split.train_edits
         count = min(GRID_PAIRS, len(sources))
         count -= count % GRID_PAIRS_PER_ROW if count >= GRID_PAIRS_PER_ROW else 0

@@ -41,8 +41,8 @@ class I2IMetrics(MetricsLog):
                  judge: str | None = None, batch_size: int = 100) -> None:
         count = min(int(n), len(split.val_sources))
         if count < 1:
-            raise UserError("in-loop metrics need held-out pairs, and the filter kept none of them (raise --holdout "
-                            "or leave out --metrics)")
+            raise UserError("in-loop metrics need held-out pairs, and there are none (--holdout is 0, or the set's "
+                            "filter kept none of them): raise --holdout or leave out --metrics")
         super().__init__(names, count, run_dir)
         self.sources, self.targets = split.val_sources[:count], split.val_targets[:count]
         self.edits, self.target_labels = split.val_edits[:count], split.val_target_labels[:count]

@@ -81,3 +81,22 @@ def train_to_the_end(trainer: Any, resumed: bool, run_dir: Path, kind: str) -> N
         print(f"{kind}: done at step {result['step']} (epoch {result['epoch']}); generator in {run_dir / 'generator'}")
         if "best" in result:
             print(f"{kind}: {result['best']['summary']}")
+
+
+def check_same_data(config: Any, state: dict[str, Any] | None, manifest: dict[str, Any], flag: str = "--data") -> None:
+    """Record the identity of the run's set (its shards' sha256) in ``config.extra``; on ``--resume``, refuse
+    another set, or one remade at the same path: a different set would move the held-out split and the
+    epochs under the run."""
+    import hashlib
+    import json
+
+    from distilgan.errors import UserError
+
+    shards = [entry.get("sha256") for entry in manifest.get("shards", [])]
+    fingerprint = hashlib.sha256(json.dumps(shards).encode()).hexdigest()[:16]
+    started_on = ((state or {}).get("config", {}).get("extra") or {}).get("data_fingerprint")
+    if started_on is not None and started_on != fingerprint:
+        raise UserError(f"--resume: {flag} {config.data.data} is not the set this run started on (its shards differ); "
+                        "resume with that set, or start a new --out")
+    config.extra["data_fingerprint"] = fingerprint
+

@@ -148,3 +148,46 @@ def test_invert_bad_input_is_one_line(teacher_file, teacher_images, tmp_path, cl
         code, _, err = cli("invert", "--in", folder, "--out", tmp_path / "x", "--feature-net", "none", "--quiet", *extra)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
     assert not (tmp_path / "x").exists()  # refused before any folder was made
+
+
+def test_torch_generate_maps_the_declared_range_like_generate(tmp_path) -> None:
+    path = tmp_path / "t01.pt"
+    make_torchscript_teacher(path, z_dim=Z_DIM, num_classes=CLASSES, resolution=RES, output_range=(0.0, 1.0))
+    teacher = load_teacher(f"torchscript:{path}", output_range=(0.0, 1.0))
+    z = np.random.default_rng(0).standard_normal((3, Z_DIM)).astype(np.float32)
+    labels = np.array([0, 1, 2])
+    drawn = teacher.torch_generate(torch.from_numpy(z), torch.from_numpy(labels)).detach().numpy()
+    np.testing.assert_allclose(drawn, teacher.generate(z, labels), atol=1e-5)
+    assert drawn.min() < -0.5  # [0, 1] was mapped to [-1, 1]
+
+
+def test_train_encoder_resumes_exactly(teacher_file, tmp_path, cli) -> None:
+    from distilgan.store import write_store
+
+    store = tmp_path / "store"
+    write_store(load_teacher(f"torchscript:{teacher_file}"), store, per_class=16, seed=0, shard_size=48, progress=False)
+    args = ["--data", store, "--batch-size", "8", "--ndf", "8", "--teacher", "none", "--quiet"]
+    assert cli("train-encoder", "--out", tmp_path / "a", *args, "--max-steps", "8")[0] == 0
+    assert cli("train-encoder", "--out", tmp_path / "b", *args, "--max-steps", "3")[0] == 0
+    code, _, err = cli("train-encoder", "--out", tmp_path / "b", "--resume", "--max-steps", "8", "--quiet")
+    assert code == 0, err
+    a, b = load_pretrained(tmp_path / "a" / "generator"), load_pretrained(tmp_path / "b" / "generator")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_precision_probe_runs_the_i2i_and_encoder_steps() -> None:
+    from distilgan.models.translator import PatchDiscriminator, UNetTranslator
+    from distilgan.train.encoder_objective import EncoderInputs
+    from distilgan.train.i2i_data import PairInputs, PairSplit
+    from distilgan.train.precision import probe_speedup
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    edits = np.array([0, 1] * 3)
+    split = PairSplit(images, images, edits, images[:2], images[:2], edits[:2], edits[:2], {})
+    fp32, bf16 = probe_speedup(UNetTranslator(ngf=4, num_edits=2), PatchDiscriminator(ndf=4, num_edits=2),
+                               torch.device("cpu"), 4, repeats=1, probe_loss=PairInputs(split, 0).probe_loss)
+    assert fp32 > 0 and bf16 > 0
+    encoder = LatentEncoder(z_dim=Z_DIM, num_classes=CLASSES, ndf=4)
+    fp32, bf16 = probe_speedup(encoder, None, torch.device("cpu"), 4, repeats=1,
+                               probe_loss=EncoderInputs(images, edits, 0).probe_loss)
+    assert fp32 > 0 and bf16 > 0

@@ -39,11 +39,16 @@ def _grid_teacher(spec: str | None, store: Any) -> Any:
 
     if spec is not None and spec.lower() == "none":
         return None
-    spec = spec or (store.manifest.get("teacher") or {}).get("spec")
+    recorded = store.manifest.get("teacher") or {}
+    options = {}
+    if not spec:  # the set's own teacher, run as the set was sampled (its range and truncation)
+        spec = recorded.get("spec")
+        options = {"output_range": tuple(recorded["output_range"]) if recorded.get("output_range") else None,
+                   "truncation": recorded.get("truncation")}
     if not spec:
         return None
     try:
-        return load_teacher(spec)
+        return load_teacher(spec, **options)
     except UserError as err:
         print(f"{KIND}: the grid shows the inputs alone: the set's teacher {spec} does not load here ({err})")
         return None

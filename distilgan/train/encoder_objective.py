@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distilgan.errors import UserError
 from distilgan.train.inputs import BN_STREAM
 from distilgan.train.losses import Objective, Terms
 from distilgan.utils.noise import rng
@@ -70,7 +71,12 @@ class EncoderInputs:
         if self.teacher is None:
             return inputs.cpu().numpy()
         z = model(inputs, torch.from_numpy(labels).to(device)).float().cpu().numpy()
-        rebuilt = torch.from_numpy(np.asarray(self.teacher.generate(z, labels), np.float32))
+        try:
+            rebuilt = torch.from_numpy(np.asarray(self.teacher.generate(z, labels), np.float32))
+        except UserError as err:  # a picture must not end the run: show the inputs alone from now on
+            print(f"train-encoder: the grid shows the inputs alone: the teacher failed on the encoder's z ({err})")
+            self.teacher, self.grid_nrow = None, 10
+            return inputs.cpu().numpy()
         return torch.stack([inputs.cpu(), rebuilt], dim=1).flatten(0, 1).numpy()
 
     def probe_loss(self, G: nn.Module, D: nn.Module | None, device: torch.device, batch: int) -> Any:

@@ -32,6 +32,9 @@ class ModelInputs(Protocol):
 
     def grid_images(self, model: nn.Module, device: torch.device) -> np.ndarray: ...
 
+    # optional: ``probe_loss(G, D, device, batch) -> (G, D) -> loss``, the precision probe's step for networks
+    # that do not take (z, labels) (train/precision.py; LatentInputs needs none: it is the probe's default)
+
 
 class LatentInputs:
     """(z, labels) of the model's own z distribution and classes: one grid row per class."""

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from distilgan.errors import UserError
-from distilgan.utils.images import float_to_uint8, nchw_to_nhwc, nhwc_to_nchw, uint8_to_float
+from distilgan.utils.images import fit_pil, float_to_uint8, nchw_to_nhwc, nhwc_to_nchw, uint8_to_float  # noqa: F401  (fit_pil: part of this API)
 from distilgan.utils.labels import label_indices
 from distilgan.utils.latent import choose_distribution, model_classes, model_z_distribution
 from distilgan.utils.noise import ZDistribution, rng
@@ -270,26 +270,6 @@ def _is_pil(value: Any) -> bool:
 
     return isinstance(value, Image.Image)
 
-
-def fit_pil(image: Any, resolution: int, channels: int, resize: bool = False, where: str = "image") -> np.ndarray:
-    """One PIL image -> uint8 (resolution, resolution, channels): mode converted (alpha dropped, gray
-    repeated), resized only when asked (area when shrinking, bicubic otherwise)."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        raise UserError(f"{where} is a {type(image).__name__}, not a PIL image (give PIL images, a uint8 NHWC array or a float NCHW tensor)")
-    if channels not in (1, 3):
-        raise UserError(f"PIL images cannot feed a {channels}-channel model (give a uint8 NHWC array)")
-    mode = "L" if channels == 1 else "RGB"
-    if image.mode != mode:
-        image = image.convert(mode)
-    if image.size != (resolution, resolution):
-        if not resize:
-            raise UserError(f"{where} is {image.size[0]}x{image.size[1]} but the translator takes {resolution}x{resolution} (resize it, or pass resize=True)")
-        shrinking = image.size[0] >= resolution and image.size[1] >= resolution
-        image = image.resize((resolution, resolution), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
 
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     """Float NCHW [-1, 1] tensor -> uint8 NHWC array via the project's one quantisation."""

@@ -19,13 +19,13 @@ import json
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distilgan.errors import UserError
 from distilgan.utils import argtypes
 
 if TYPE_CHECKING:  # the server's types only: fastapi is imported when serving, not for --help
-    from distilgan.serve.backend import Backend, TranslatorBackend
+    from distilgan.serve.backend import Backend, ServedTranslator
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -46,8 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--checkpoint", metavar="CKPT", help="checkpoint folder (config.json + model.safetensors) or built-in name")
     source.add_argument("--model", metavar="DIR", help="exported model folder (from distilgan export) for --backend openvino|onnxruntime")
     parser.add_argument("--translator", action="append", default=[], metavar="[NAME=]DIR",
-                        help="image-to-image translator checkpoint to serve at POST /translate (repeatable; with or "
-                             "without a generator); NAME defaults to the folder's name, the run's for RUN/generator")
+                        help="image-to-image translator to serve at POST /translate: a checkpoint (run with torch), or "
+                             "an export from distilgan export (its folder, .onnx, or .xml; run with onnxruntime or "
+                             "openvino, no torch); repeatable, with or without a generator; NAME defaults to the "
+                             "folder's name, the run's for RUN/generator, a file's stem")
     # None: serve.uploads.UploadLimits' defaults (not imported here: --help must not need fastapi)
     parser.add_argument("--max-upload-bytes", type=argtypes.positive_int, default=None, metavar="N",
                         help="largest image file /translate takes, in bytes (default 8388608, 8 MiB)")
@@ -101,17 +103,35 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _check_sources(args: argparse.Namespace) -> None:
-    """A translator given where the generator goes: one line naming the option it belongs to."""
-    from distilgan.serve.backend import translator_architecture
+    """A model given to the wrong option (a translator where the generator goes, an export to torch):
+    one line naming the option it belongs to."""
+    from distilgan.deploy import TRANSLATOR
+    from distilgan.serve.backend import exported_kind, translator_architecture
 
-    if args.checkpoint and args.backend == "torch":
-        architecture = translator_architecture(args.checkpoint)
+    source, option = (args.checkpoint, "--checkpoint") if args.checkpoint else (args.model, "--model")
+    if not source:
+        return
+    exported = exported_kind(source)
+    if exported is not None and exported[0] == TRANSLATOR:
+        raise UserError(f"{option} {source} holds an exported translator (an image translator, not a generator): "
+                        f"serve it with --translator {source}")
+    if exported is not None and args.backend == "torch":
+        raise UserError(f"{option} {source} is an exported generator, which torch does not run: "
+                        f"serve it with --model {source} --backend {exported[1]}")
+    if exported is None and args.backend == "torch":
+        architecture = translator_architecture(source)
         if architecture:
-            raise UserError(f"--checkpoint {args.checkpoint} holds a {architecture} (an image translator, not a generator): "
-                            f"serve it with --translator {args.checkpoint}")
+            raise UserError(f"{option} {source} holds a {architecture} (an image translator, not a generator): "
+                            f"serve it with --translator {source}")
 
 
-def _describe(backend: Backend | None, translators: list[TranslatorBackend], args: argparse.Namespace) -> list[str]:
+def _runs_on(facts: dict[str, Any], device: str) -> str:
+    """The backend, an export's precision and the device, e.g. 'onnxruntime (int8) on cpu'."""
+    precision = f" ({facts['precision']})" if facts.get("precision") else ""
+    return f"{facts.get('backend', '?')}{precision} on {facts.get('device', device)}"
+
+
+def _describe(backend: Backend | None, translators: list[ServedTranslator], args: argparse.Namespace) -> list[str]:
     """The start-up lines: one per model."""
     from distilgan.utils.latent import model_classes, model_z_distribution
 
@@ -123,7 +143,7 @@ def _describe(backend: Backend | None, translators: list[TranslatorBackend], arg
         lines.append(
             f"distilgan serve: {facts.get('architecture', 'model')} {backend.resolution}x{backend.resolution} "
             f"({len(trained)} classes: {classes}; z {model_z_distribution(backend).describe()}) "
-            f"with {backend.name} on {facts.get('device', args.device)}, "
+            f"with {_runs_on({'backend': backend.name, **facts}, args.device)}, "
             f"{args.workers} worker(s), at most {args.max_count} images per request"
         )
     for translator in translators:
@@ -132,7 +152,7 @@ def _describe(backend: Backend | None, translators: list[TranslatorBackend], arg
         lines.append(
             f"distilgan serve: translator '{translator.model_name}': {facts['architecture']} "
             f"{translator.resolution}x{translator.resolution} ({len(translator.edits)} edit(s): {edits}) "
-            f"with {translator.name} on {facts['device']}"
+            f"with {_runs_on(facts, args.device)}"
         )
     return lines
 

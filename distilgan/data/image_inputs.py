@@ -134,7 +134,7 @@ def check_inputs(items: list[Item], resolution: int, channels: int, resize: bool
 
 def decode_item(item: Item, resolution: int, channels: int, resize: bool) -> np.ndarray:
     """One image as uint8 (resolution, resolution, channels), converted and (when asked) resized."""
-    from distilgan.pipeline import fit_pil
+    from distilgan.utils.images import fit_pil
 
     with _open(item) as image:
         try:

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -37,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distilgan import __version__
 from distilgan.errors import UserError
-from distilgan.serve.backend import Backend, TranslatorBackend
+from distilgan.serve.backend import Backend, ServedTranslator
 from distilgan.serve.http import MAX_BODY_BYTES, ApiError, BodyLimit, error_response
 from distilgan.serve.schemas import (
     ErrorResponse,
@@ -265,7 +266,7 @@ def add_generator_routes(app: FastAPI, service: GenerationService) -> None:
 
 
 def create_app(backend: Backend | None, max_count: int = DEFAULT_MAX_COUNT,
-               translators: Sequence[TranslatorBackend] = (), limits: UploadLimits | None = None) -> FastAPI:
+               translators: Sequence[ServedTranslator] = (), limits: UploadLimits | None = None) -> FastAPI:
     """The ASGI app serving ``backend`` (a generator, or None) and ``translators``; the models are the
     ones passed in (loaded once by the caller). ``limits``: what one uploaded image may be."""
     from distilgan.serve.docs import render_docs
@@ -326,12 +327,14 @@ def create_app(backend: Backend | None, max_count: int = DEFAULT_MAX_COUNT,
         return error_response(500, f"internal error (incident {incident}; the server log has the details)")
 
     started = time.monotonic()
+    # without a generator: the translators' backends (torch, onnxruntime, openvino), each once
+    served_backends = ",".join(dict.fromkeys(t.name for t in translators))
 
     @app.get("/health", response_model=HealthResponse, summary="Liveness and counters")
     def health() -> dict[str, Any]:
         return {
             "status": "ok",
-            "backend": backend.name if backend is not None else TranslatorBackend.name,
+            "backend": backend.name if backend is not None else served_backends,
             "uptime_s": round(time.monotonic() - started, 3),
             "requests_served": service.requests_served if service else 0,
             "generator": service is not None,
@@ -361,13 +364,13 @@ def app_from_env() -> FastAPI:
     from distilgan.serve.backend import load_backend, load_translators
 
     settings = json.loads(os.environ[SETTINGS_ENV])
-    if settings.get("threads"):
-        import torch
-
-        torch.set_num_threads(int(settings["threads"]))
+    threads = int(settings["threads"]) if settings.get("threads") else None
     checkpoint = settings.get("checkpoint")
-    backend = load_backend(settings["backend"], checkpoint, device=settings["device"]) if checkpoint else None
-    translators = load_translators(settings.get("translators") or [], device=settings["device"])
+    backend = load_backend(settings["backend"], checkpoint, device=settings["device"], threads=threads) if checkpoint else None
+    translators = load_translators(settings.get("translators") or [], device=settings["device"], threads=threads)
+    torch = sys.modules.get("torch")  # loaded only when a model runs with PyTorch; exports got their threads above
+    if threads and torch is not None:
+        torch.set_num_threads(threads)
     limits = UploadLimits(**settings["upload_limits"]) if settings.get("upload_limits") else None
     return create_app(backend, max_count=int(settings["max_count"]), translators=translators, limits=limits)
 

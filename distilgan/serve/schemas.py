@@ -171,11 +171,13 @@ class TranslatorInfo(BaseModel):
     edits: list[EditInfo]
     parameters: int | None = None
     macs_per_image: int | None = None
-    backend: str
+    backend: str = Field(description="torch (a checkpoint), onnxruntime or openvino (an export from distilgan export)")
+    precision: str | None = Field(None, description="an export's precision: fp32, fp16 or int8")
     device: str
     config: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     figures: dict[str, Any] = Field(default_factory=dict, description="evaluation figures saved with the checkpoint")
+    export: dict[str, Any] | None = Field(None, description="an export's distilgan-export.json (source, parity, files, versions)")
 
 
 class TranslatorsResponse(BaseModel):

@@ -33,7 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distilgan.errors import UserError
-from distilgan.serve.backend import TranslatorBackend
+from distilgan.serve.backend import ServedTranslator
 from distilgan.serve.http import ApiError, size_text
 from distilgan.serve.schemas import (
     TranslateForm,
@@ -77,7 +77,7 @@ class Translated:
 class TranslationService:
     """The served translators by name, the upload limits, and the request -> image plan."""
 
-    def __init__(self, translators: Sequence[TranslatorBackend], limits: UploadLimits | None = None,
+    def __init__(self, translators: Sequence[ServedTranslator], limits: UploadLimits | None = None,
                  lock: threading.Lock | None = None) -> None:
         if not translators:
             raise UserError("no translators to serve (give --translator DIR)")
@@ -87,7 +87,7 @@ class TranslationService:
         self.lock = lock or threading.Lock()
         self.requests_served = 0
 
-    def choose(self, model: str | None) -> TranslatorBackend:
+    def choose(self, model: str | None) -> ServedTranslator:
         names = ", ".join(self.translators)
         if model is None:
             if len(self.translators) == 1:
@@ -99,7 +99,7 @@ class TranslationService:
                                 "GET /translators lists them with their edits)")
         return self.translators[model]
 
-    def edit_index(self, translator: TranslatorBackend, edit: int | str | None) -> int:
+    def edit_index(self, translator: ServedTranslator, edit: int | str | None) -> int:
         listed = ", ".join(translator.edits)
         if edit is None:
             if len(translator.edits) == 1:

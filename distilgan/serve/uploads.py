@@ -5,7 +5,7 @@ An upload is untrusted bytes, so the checks go from cheap to costly: its size in
 format and the pixel count from the header alone, and only then the decode (a 30 KB PNG can declare
 a 50,000 x 50,000 image). Only PNG and JPEG are opened: each decoder PIL runs is attack surface, and
 these two are what cameras, browsers and ``distilgan generate`` write. The decoded image goes
-through ``pipeline.fit_pil`` with ``resize=True``, the function ``ImageTranslator.translate`` uses,
+through ``utils.images.fit_pil`` with ``resize=True``, the function ``ImageTranslator.translate`` uses,
 so the server translates exactly what the Python API would.
 """
 
@@ -68,7 +68,7 @@ def decode_upload(data: bytes, limits: UploadLimits, resolution: int, channels: 
     JPEG) or 422 (empty, damaged or truncated)."""
     from PIL import Image
 
-    from distilgan.pipeline import fit_pil
+    from distilgan.utils.images import fit_pil
 
     if not data:
         raise ApiError(422, "the image is empty (0 bytes); send a PNG or JPEG file")

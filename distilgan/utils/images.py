@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import numpy as np
+
+from distilgan.errors import UserError
 
 
 def float_to_uint8(images: np.ndarray) -> np.ndarray:
@@ -65,3 +68,24 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None) -> None:
     save_png(make_grid(images, nrow=nrow), path)
+
+
+def fit_pil(image: Any, resolution: int, channels: int, resize: bool = False, where: str = "image") -> np.ndarray:
+    """One PIL image -> uint8 (resolution, resolution, channels): mode converted (alpha dropped, gray
+    repeated), resized only when asked (area when shrinking, bicubic otherwise)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise UserError(f"{where} is a {type(image).__name__}, not a PIL image (give PIL images, a uint8 NHWC array or a float NCHW tensor)")
+    if channels not in (1, 3):
+        raise UserError(f"PIL images cannot feed a {channels}-channel model (give a uint8 NHWC array)")
+    mode = "L" if channels == 1 else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != (resolution, resolution):
+        if not resize:
+            raise UserError(f"{where} is {image.size[0]}x{image.size[1]} but the translator takes {resolution}x{resolution} (resize it, or pass resize=True)")
+        shrinking = image.size[0] >= resolution and image.size[1] >= resolution
+        image = image.resize((resolution, resolution), Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array

@@ -31,7 +31,7 @@ function fillEdits() {
   ];
   if (translator.parameters) parts.push(`${formatCount(translator.parameters)} parameters`);
   if (translator.macs_per_image) parts.push(`${formatCount(translator.macs_per_image)} MACs/image`);
-  parts.push(`${translator.backend} on ${translator.device}`);
+  parts.push(`${translator.backend}${translator.precision ? ` ${translator.precision}` : ""} on ${translator.device}`);
   $("translator-info").textContent = parts.join(" · ");
 }
 

@@ -44,6 +44,7 @@ from _machine import machine_facts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "edit_study.json"
 SPEEDUP_TARGET, FLIP_POINTS, FID_RATIO = 100.0, 10.0, 1.2
+STRIP = 8  # images per edit in the --strip picture
 
 
 def labelled(text: str, flag: str) -> tuple[str, str]:
@@ -136,6 +137,8 @@ def main() -> int:
     parser.add_argument("--judge", default="cifar10-resnet56", help="classifier judging the flip rate")
     parser.add_argument("--baseline", default="invert", help="the --method the students are held against (default invert)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--strip", metavar="FILE.png", help="also save, per edit, the first 8 images as rows: input, "
+                        "each method, each student (for a person to look at)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
@@ -155,6 +158,7 @@ def main() -> int:
         return 0
     network, (judge, judge_name) = load_network(), load_judge(args.judge)
     rows: list[dict[str, Any]] = []
+    strip_rows: list[np.ndarray] = []
     for edit in edits:
         source, target = test.class_names[edit["source"]], test.class_names[edit["target"]]
         methods = {}
@@ -173,12 +177,15 @@ def main() -> int:
         common = {"edit": edit["name"], "source_images": int(len(inputs))}
         rows.append({**common, "method": "input (no edit)", "seconds_per_image": 0.0,
                      **scores(network, judge, inputs_features, inputs, inputs, edit["target"], target_features)})
+        strip_rows.append(inputs[:STRIP])
         for label, (edited, record) in methods.items():
+            strip_rows.append(edited[:STRIP])
             rows.append({**common, "method": label, "seconds_per_image": record.get("seconds_per_image"),
                          "threads": record.get("threads"), "steps": record["settings"]["inversion"]["steps"],
                          **scores(network, judge, inputs_features, inputs, edited[:n], edit["target"], target_features)})
         for label, checkpoint in map(lambda s: labelled(s, "--student"), args.student):
             edited, single, batch = student_outputs(checkpoint, inputs, edit["name"], args.threads)
+            strip_rows.append(edited[:STRIP])
             rows.append({**common, "method": f"student {label}", "seconds_per_image": batch, "latency_b1_s": single,
                          "threads": [args.threads],
                          **scores(network, judge, inputs_features, inputs, edited, edit["target"], target_features)})
@@ -210,6 +217,13 @@ def main() -> int:
                            "fid": "Inception pool features, edited vs all real test images of the target class",
                            "network": network.describe(), "threads": args.threads},
               "machine": machine_facts(), "rows": rows}
+    if args.strip:
+        from distilgan.utils.images import save_grid
+
+        width = min(len(r) for r in strip_rows)
+        save_grid(np.concatenate([r[:width] for r in strip_rows]), args.strip, nrow=width)
+        print(f"wrote {args.strip}: per edit, rows input, {', '.join(m for m, _ in map(lambda m: labelled(m, '--method'), args.method))}, "
+              f"{', '.join(l for l, _ in map(lambda s: labelled(s, '--student'), args.student))}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")

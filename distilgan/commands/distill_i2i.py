@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from distilgan.store.pairs import PairStore
-    from distilgan.train.config import save_config
+    from distilgan.train.config import KINDS, save_config
     from distilgan.train.distributed import setup_distributed, teardown_distributed
     from distilgan.train.i2i_data import PairBatches, PairInputs, split_pairs
     from distilgan.train.i2i_objective import I2IObjective
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     store = PairStore.open(config.data.data)
     check_same_data(config, state, store.manifest)
     split = split_pairs(store, config.data.holdout, config.data.filtered, config.data.min_confidence)
-    names = parse_metrics(config.loop.metrics, ("l1", "psnr", "flip"))
+    names = parse_metrics(config.loop.metrics, KINDS[KIND].metrics)  # the kind's own list, defined once
     if config.loop.metric_classifier and "flip" not in names:
         raise UserError("--metric-classifier judges the in-loop 'flip' metric; add flip to --metrics or leave it out")
 
